@@ -1,0 +1,61 @@
+"""Exact CLL of generated samples under the rollout worker's current weights.
+
+vLLM hands back top-k log-probs only, and CLL needs the entropy of the FULL
+next-token distribution (ALGORITHMS.md section 1). So each rollout worker keeps
+a transformers replica of the policy. The same weight sync that updates the
+engine updates the replica, and the replica scores every sample teacher-forced.
+The replica is also where Hinted Decoding (roadmap 2) gets the full
+distributions of its two streams.
+
+Cost: one extra copy of the policy weights per rollout worker. Each sample's
+`engine_logprobs` (vLLM's own log p of the sampled tokens) is checked against
+the replica's. Their largest difference is reported as
+`engine_scorer_logprob_max_diff`, so any drift between the two shows up in
+the metrics.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from actors.batching import Sample, collate_samples
+from losses.cll import centered_log_likelihood, sequence_cll
+from losses.token_stats import response_token_stats
+
+
+class CLLScorer:
+    def __init__(self, model_path: str, dtype: torch.dtype, device: str, batch_size: int, pad_id: int):
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+        self.pad_id = pad_id
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        # The payload is the learner's state_dict of the same architecture, so
+        # a strict load is right: any mismatch means the sync is broken.
+        self.model.load_state_dict(state_dict, strict=True)
+
+    @torch.no_grad()
+    def score(self, samples: list[Sample]) -> float:
+        """Fill `token_cll` and `cll` of each sample; return max |engine - replica| log-prob difference."""
+        max_diff = 0.0
+        # Length-sorted batches waste less compute on padding.
+        order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
+        for start in range(0, len(order), self.batch_size):
+            batch_samples = [samples[i] for i in order[start : start + self.batch_size]]
+            batch = collate_samples(batch_samples, self.pad_id).to(self.device)
+            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            stats = response_token_stats(logits, batch.input_ids, batch.response_mask)
+            phi = centered_log_likelihood(stats)
+            per_sequence = sequence_cll(phi, stats.mask)
+            for row, sample in enumerate(batch_samples):
+                valid = stats.mask[row]
+                sample.token_cll = phi[row][valid].tolist()
+                sample.cll = {key: float(values[row]) for key, values in per_sequence.items() if key != "num_tokens"}
+                if sample.engine_logprobs:
+                    replica = stats.logprobs[row][valid]
+                    engine = torch.tensor(sample.engine_logprobs, dtype=replica.dtype, device=replica.device)
+                    max_diff = max(max_diff, float((engine - replica).abs().max()))
+        return max_diff

@@ -1,0 +1,130 @@
+"""A rollout worker: one vLLM engine plus the CLL scorer, as a Ray actor.
+
+It samples k responses per prompt from the current policy, scores every sample
+with CLL under the same weights, and takes new weights in place (no engine
+restart) when the learner has updated.
+"""
+
+from __future__ import annotations
+
+import time
+
+from actors.batching import Sample
+from actors.cll_scorer import CLLScorer
+from actors.learner import TORCH_DTYPES
+from actors.vllm_weight_receiver import WORKER_EXTENSION
+from jobs.data import Prompt
+from jobs.spec import JobSpec
+
+
+def vllm_env_vars(spec: JobSpec) -> dict[str, str]:
+    """Environment a rollout actor needs before vLLM is imported."""
+    engine = spec.rollout.engine
+    env = {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if engine.multiprocessing else "0",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if spec.rollout.gpus_per_worker == 0:
+        # vLLM's CPU backend refuses to start without an explicit KV-cache
+        # budget, and pinning OpenMP threads to cores would make several
+        # workers on one machine fight over the same cores.
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{engine.cpu_kv_cache_gib:g}"
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+    return env
+
+
+def sampling_seed(base_seed: int, iteration: int, prompt_index: int) -> int:
+    # Per-request seeds make a sample independent of how prompts were batched
+    # or spread over workers.
+    return (base_seed * 1_000_003 + iteration * 10_007 + prompt_index) % (2**31)
+
+
+class RolloutWorker:
+    def __init__(self, spec: JobSpec, model_path: str, worker_index: int):
+        from vllm import LLM
+
+        self.spec = spec
+        engine = spec.rollout.engine
+        self.llm = LLM(
+            model=model_path,
+            dtype=spec.model.dtype,
+            seed=spec.seed + worker_index,
+            max_model_len=spec.model.max_model_len,
+            enforce_eager=engine.enforce_eager,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            worker_extension_cls=WORKER_EXTENSION,
+        )
+        tokenizer = self.llm.get_tokenizer()
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        device = "cuda" if spec.rollout.gpus_per_worker > 0 else "cpu"
+        self.scorer = CLLScorer(model_path, TORCH_DTYPES[spec.model.dtype], device, spec.rollout.cll_batch_size, pad_id)
+
+    def generate(self, prompts: list[Prompt], iteration: int) -> tuple[list[Sample], dict]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        rollout = self.spec.rollout
+        params = [
+            SamplingParams(
+                n=rollout.samples_per_prompt,
+                temperature=rollout.temperature,
+                top_p=rollout.top_p,
+                max_tokens=rollout.max_new_tokens,
+                logprobs=0,  # only the sampled token's log p, used to cross-check the scorer
+                seed=sampling_seed(self.spec.seed, iteration, p.index),
+            )
+            for p in prompts
+        ]
+        started = time.perf_counter()
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts], params, use_tqdm=False
+        )
+        generate_seconds = time.perf_counter() - started
+
+        samples = []
+        for prompt, output in zip(prompts, outputs):
+            for completion in output.outputs:
+                token_ids = list(completion.token_ids)
+                samples.append(
+                    Sample(
+                        iteration=iteration,
+                        prompt_index=prompt.index,
+                        prompt=prompt.text,
+                        prompt_token_ids=list(prompt.token_ids),
+                        response=completion.text,
+                        response_token_ids=token_ids,
+                        finish_reason=str(completion.finish_reason),
+                        engine_logprobs=[step[token].logprob for token, step in zip(token_ids, completion.logprobs)],
+                    )
+                )
+
+        started = time.perf_counter()
+        max_diff = self.scorer.score(samples)
+        return samples, {
+            "generate_seconds": generate_seconds,
+            "generated_tokens": sum(len(s.response_token_ids) for s in samples),
+            "cll_seconds": time.perf_counter() - started,
+            "engine_scorer_logprob_max_diff": max_diff,
+        }
+
+    def load_weights(self, payload: bytes) -> None:
+        from safetensors.torch import load
+
+        self.llm.collective_rpc("hintflow_load_weights", args=(payload,))
+        # Cached prefixes hold KV computed with the old weights.
+        self.llm.reset_prefix_cache()
+        self.scorer.load_weights(load(payload))
+
+    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
+        """vLLM's log p of token_ids[1:], teacher-forced: the probe that checks weight sync."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        output = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(token_ids))],
+            SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0),
+            use_tqdm=False,
+        )[0]
+        # The first prompt token has no prediction (None).
+        return [step[token].logprob for token, step in zip(token_ids[1:], output.prompt_logprobs[1:])]

@@ -1,0 +1,24 @@
+"""vLLM worker extension that takes new weights as safetensors bytes.
+
+vLLM mixes this class into its worker (`LLM(worker_extension_cls=...)`), so
+`self` is the vLLM worker. Bytes rather than tensors because when the engine
+core runs in its own process, `collective_rpc` arguments are serialised, and
+tensors do not survive that; bytes do, in both engine modes.
+
+The reload goes through the worker's own `reload_weights` entry point: on CPU,
+`model.load_weights()` alone silently keeps the pre-packed copy of the old
+linear weights.
+"""
+
+from __future__ import annotations
+
+WORKER_EXTENSION = "actors.vllm_weight_receiver.WeightReceiver"
+
+
+class WeightReceiver:
+    def hintflow_load_weights(self, payload: bytes) -> int:
+        from safetensors.torch import load
+
+        state_dict = load(payload)
+        self.reload_weights(weights_iterator=iter(state_dict.items()), is_checkpoint_format=True)
+        return len(state_dict)

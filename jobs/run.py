@@ -1,0 +1,138 @@
+"""Run a job spec: `python -m jobs.run SPEC [--output-dir DIR] [--set a.b=value ...]`.
+
+Starts a local Ray, or joins the cluster named by RAY_ADDRESS (which is what
+`ray job submit` sets), then runs the recipe the spec's `algorithm` selects.
+Bad input ends the run with one line on stderr naming what is wrong, and a
+non-zero exit: 2 for a bad spec, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from jobs import builtin
+from jobs.errors import HintflowError, ModelError, SpecError
+from jobs.progress import summary
+from jobs.run_outputs import RunOutputs
+from jobs.spec import JobSpec, is_builtin, load_spec
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jobs.run", description=__doc__.split("\n")[0])
+    parser.add_argument("spec", help="YAML job spec, e.g. configs/quickstart.yaml")
+    parser.add_argument("--output-dir", help="where outputs go (default: output_dir in the spec, or runs/<name>)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set train.lr=1e-5 (repeatable)",
+    )
+    return parser.parse_args(argv)
+
+
+def resolve_model(spec: JobSpec, outputs: RunOutputs) -> str:
+    """A local path the actors can load: builds the builtin model, checks user paths up front."""
+    path = spec.model.path
+    if is_builtin(path):
+        if path != builtin.TINY_LLAMA:
+            raise ModelError(f"model.path: unknown builtin {path!r}; expected {builtin.TINY_LLAMA!r}")
+        return str(builtin.build_tiny_llama(outputs.dir / "builtin" / "tiny-llama", seed=spec.seed))
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelError(f"model.path: {path!r} has no config.json; expected a Hugging Face model folder")
+        return str(local.resolve())
+    if path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise ModelError(
+            f"model.path: {path!r} does not exist; expected a local model folder, a hub id like "
+            f"'HuggingFaceTB/SmolLM2-135M-Instruct', or {builtin.TINY_LLAMA!r}"
+        )
+    # A hub id: resolve it once here so every actor finds it in the local cache.
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path)
+    except Exception as exc:
+        raise ModelError(f"model.path: cannot fetch hub model {path!r} ({type(exc).__name__}: {exc})") from None
+
+
+def load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except Exception as exc:
+        raise ModelError(f"model.path: cannot load a tokenizer from {model_path!r} ({exc})") from None
+
+
+def actor_env_vars(spec: JobSpec) -> dict[str, str]:
+    threads = str(max(1, round(min(spec.rollout.cpus_per_worker, spec.learner.cpus_per_rank))))
+    return {
+        "OMP_NUM_THREADS": threads,
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
+
+
+def start_ray() -> None:
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)  # join the cluster (`ray job submit` sets RAY_ADDRESS)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def unwrap_user_error(exc: BaseException) -> HintflowError | None:
+    """A HintflowError raised inside an actor arrives wrapped by Ray; find it."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, HintflowError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return None
+
+
+def run(spec: JobSpec, output_dir: str) -> list[dict]:
+    import ray
+
+    from jobs.onpolicy import run_onpolicy
+
+    started = time.perf_counter()
+    outputs = RunOutputs(output_dir)
+    spec.output_dir = str(outputs.dir)
+    outputs.save_spec(spec)
+    model_path = resolve_model(spec, outputs)
+    tokenizer = load_tokenizer(model_path)
+    start_ray()
+    try:
+        history = run_onpolicy(spec, outputs, model_path, tokenizer, actor_env_vars(spec))
+    finally:
+        ray.shutdown()
+    print(summary(spec.name, history, str(outputs.dir), time.perf_counter() - started), flush=True)
+    return history
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = load_spec(args.spec, args.overrides)
+        output_dir = args.output_dir or spec.output_dir or str(Path("runs") / spec.name)
+        run(spec, output_dir)
+    except SpecError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return 2
+    except Exception as exc:
+        user_error = unwrap_user_error(exc)
+        if user_error is None:
+            raise
+        print(user_error.one_line(), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

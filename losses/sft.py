@@ -1,0 +1,27 @@
+"""Plain supervised fine-tuning loss: token-mean negative log-likelihood."""
+
+from __future__ import annotations
+
+import torch
+
+
+def sft_loss(
+    logprobs: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Token-mean NLL over valid tokens.
+
+    Args:
+        logprobs: [B, T] log p of the target tokens, with grad.
+        mask: [B, T] bool, True on valid (response) tokens.
+
+    Returns:
+        loss: 0-dim tensor, ``-sum(mask * logprobs) / max(num valid tokens, 1)``.
+        metrics: {"nll", "num_tokens"} as detached 0-dim tensors.
+    """
+    maskf = mask.float()
+    num_tokens = maskf.sum()
+    # where() rather than multiply so a -inf log-prob on a masked position
+    # cannot turn the sum into nan.
+    nll_tok = torch.where(mask.bool(), -logprobs, torch.zeros_like(logprobs))
+    loss = nll_tok.sum() / num_tokens.clamp(min=1.0)
+    return loss, {"nll": loss.detach(), "num_tokens": num_tokens.detach()}
