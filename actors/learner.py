@@ -165,7 +165,7 @@ class Learner:
                     self._stop_if_not_finite(grad_norm, "the gradient norm", iteration)
                     grad_norms.append(float(grad_norm))
                 n = float(metrics["num_tokens"])
-                totals["loss"] += float(loss) * n
+                totals["loss"] += float(loss.detach()) * n
                 totals["loss_tokens"] += n
                 for key in ("nll", "gamma_mean", "weight_mean"):
                     if key in metrics:

@@ -26,6 +26,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("spec", help="YAML job spec, e.g. configs/quickstart.yaml")
     parser.add_argument("--output-dir", help="where outputs go (default: output_dir in the spec, or runs/<name>)")
     parser.add_argument(
+        "--actor-logs", action="store_true",
+        help="show the actors' own output (vLLM, DeepSpeed) in this terminal; it always goes to Ray's session logs",
+    )
+    parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a spec field, e.g. --set train.lr=1e-5 (repeatable)",
     )
@@ -77,13 +81,13 @@ def actor_env_vars(spec: JobSpec) -> dict[str, str]:
     }
 
 
-def start_ray() -> None:
+def start_ray(actor_logs: bool) -> None:
     import ray
 
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)  # join the cluster (`ray job submit` sets RAY_ADDRESS)
+        ray.init(log_to_driver=actor_logs)  # join the cluster (`ray job submit` sets RAY_ADDRESS)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, log_to_driver=actor_logs)
 
 
 def unwrap_user_error(exc: BaseException) -> HintflowError | None:
@@ -96,7 +100,7 @@ def unwrap_user_error(exc: BaseException) -> HintflowError | None:
     return None
 
 
-def run(spec: JobSpec, output_dir: str) -> list[dict]:
+def run(spec: JobSpec, output_dir: str, actor_logs: bool = False) -> list[dict]:
     import ray
 
     from jobs.onpolicy import run_onpolicy
@@ -107,7 +111,7 @@ def run(spec: JobSpec, output_dir: str) -> list[dict]:
     outputs.save_spec(spec)
     model_path = resolve_model(spec, outputs)
     tokenizer = load_tokenizer(model_path)
-    start_ray()
+    start_ray(actor_logs)
     try:
         history = run_onpolicy(spec, outputs, model_path, tokenizer, actor_env_vars(spec))
     finally:
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.spec, args.overrides)
         output_dir = args.output_dir or spec.output_dir or str(Path("runs") / spec.name)
-        run(spec, output_dir)
+        run(spec, output_dir, actor_logs=args.actor_logs)
     except SpecError as exc:
         print(exc.one_line(), file=sys.stderr)
         return 2

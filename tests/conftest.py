@@ -1,0 +1,62 @@
+"""Shared fixtures: the tiny model, and running the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from jobs.builtin import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama", seed=0)
+
+
+def run_cli(*args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m jobs.run ARGS` exactly as a user types it, from the repo root."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def vllm_prompt_logprobs(model_dir: str | Path, token_ids: list[int], timeout: float = 300) -> list[float]:
+    """vLLM's teacher-forced log p of token_ids[1:] for a saved model, in a fresh process."""
+    script = (
+        "import json, sys\n"
+        "from vllm import LLM, SamplingParams\n"
+        "from vllm.inputs import TokensPrompt\n"
+        "ids = json.loads(sys.argv[2])\n"
+        "llm = LLM(model=sys.argv[1], dtype='float32', max_model_len=512, enforce_eager=True)\n"
+        "out = llm.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(max_tokens=1, prompt_logprobs=0),"
+        " use_tqdm=False)[0]\n"
+        "print('LOGPROBS=' + json.dumps([step[t].logprob for t, step in zip(ids[1:], out.prompt_logprobs[1:])]))\n"
+    )
+    import json
+
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(model_dir), json.dumps(token_ids)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={
+            **os.environ,
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        },
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("LOGPROBS=")]
+    assert result.returncode == 0 and lines, f"vLLM failed to load {model_dir}:\n{result.stderr[-3000:]}"
+    return json.loads(lines[-1].removeprefix("LOGPROBS="))
