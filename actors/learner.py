@@ -143,8 +143,8 @@ class Learner:
         if bad.item():
             raise TrainingError(
                 f"iteration {iteration}: {what} is not finite (optimizer step {self.engine.global_steps}); "
-                f"training stopped before the update was applied, so no checkpoint holds NaN weights. "
-                f"Lower train.lr or check the data of this iteration"
+                f"training stopped and these weights were neither synced nor checkpointed, so no checkpoint "
+                f"holds NaN weights. Lower train.lr or check this iteration's samples"
             )
 
     def train(self, samples: list[Sample], iteration: int) -> dict:

@@ -56,6 +56,7 @@ def load_rows(spec: DataSpec) -> list[dict]:
 def _load_with_datasets(spec: DataSpec) -> list[dict]:
     import datasets
 
+    datasets.disable_progress_bars()
     path = Path(spec.path)
     suffix = path.suffix.lower()
     try:
@@ -92,6 +93,8 @@ def _messages(row: dict, index: int, spec: DataSpec) -> list[dict]:
             f"the row has columns {sorted(row)}"
         )
     value = row[spec.prompt_column]
+    if value is None:  # datasets fills a key that some rows lack with None
+        raise DataError(f"data row {index}: column {spec.prompt_column!r} is missing or null")
     if isinstance(value, str):
         if not value.strip():
             raise DataError(f"data row {index}: column {spec.prompt_column!r} is empty")

@@ -16,7 +16,7 @@ import time
 from actors.learner_group import LearnerGroup
 from actors.rollout_pool import RolloutPool
 from actors.weight_sync import make_weight_sync
-from jobs.data import PromptStream, load_prompts
+from jobs.data import Prompt, PromptStream
 from jobs.progress import Progress
 from jobs.run_outputs import RunOutputs
 from jobs.spec import JobSpec
@@ -40,9 +40,8 @@ def cll_summary(samples) -> dict:
     }
 
 
-def run_onpolicy(spec: JobSpec, outputs: RunOutputs, model_path: str, tokenizer, env_vars: dict) -> list[dict]:
+def run_onpolicy(spec: JobSpec, outputs: RunOutputs, model_path: str, prompts: list[Prompt], env_vars: dict) -> list[dict]:
     progress = Progress(spec.iterations)
-    prompts = load_prompts(spec.data, tokenizer, spec.model.max_model_len - spec.rollout.max_new_tokens)
     stream = PromptStream(prompts, shuffle=spec.data.shuffle, seed=spec.seed)
     progress.note(f"{len(prompts)} prompts from {spec.data.path}")
 

@@ -9,6 +9,7 @@ non-zero exit: 2 for a bad spec, 1 for anything else.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -17,7 +18,6 @@ from pathlib import Path
 from jobs import builtin
 from jobs.errors import HintflowError, ModelError, SpecError
 from jobs.progress import summary
-from jobs.run_outputs import RunOutputs
 from jobs.spec import JobSpec, is_builtin, load_spec
 
 
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_model(spec: JobSpec, outputs: RunOutputs) -> str:
+def resolve_model(spec: JobSpec, outputs) -> str:
     """A local path the actors can load: builds the builtin model, checks user paths up front."""
     path = spec.model.path
     if is_builtin(path):
@@ -85,35 +85,44 @@ def start_ray(actor_logs: bool) -> None:
     import ray
 
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=actor_logs)  # join the cluster (`ray job submit` sets RAY_ADDRESS)
+        ray.init(log_to_driver=actor_logs, logging_level=logging.ERROR)  # `ray job submit` sets RAY_ADDRESS
     else:
-        ray.init(include_dashboard=False, log_to_driver=actor_logs)
+        ray.init(include_dashboard=False, log_to_driver=actor_logs, logging_level=logging.ERROR)
 
 
 def unwrap_user_error(exc: BaseException) -> HintflowError | None:
-    """A HintflowError raised inside an actor arrives wrapped by Ray; find it."""
-    seen = exc
+    """A HintflowError raised inside an actor arrives wrapped by Ray; find the original."""
+    seen: BaseException | None = exc
     while seen is not None:
+        # Ray's wrapper subclasses the original error type too, but its message
+        # is the remote traceback: always descend to `.cause` first.
+        cause = getattr(seen, "cause", None)
+        if isinstance(cause, BaseException) and cause is not seen:
+            seen = cause
+            continue
         if isinstance(seen, HintflowError):
             return seen
-        seen = getattr(seen, "cause", None) or seen.__cause__
+        seen = seen.__cause__
     return None
 
 
 def run(spec: JobSpec, output_dir: str, actor_logs: bool = False) -> list[dict]:
     import ray
 
+    from jobs.data import load_prompts
     from jobs.onpolicy import run_onpolicy
+    from jobs.run_outputs import RunOutputs
 
     started = time.perf_counter()
     outputs = RunOutputs(output_dir)
     spec.output_dir = str(outputs.dir)
     outputs.save_spec(spec)
     model_path = resolve_model(spec, outputs)
-    tokenizer = load_tokenizer(model_path)
+    # Every row is checked before any actor starts: bad data fails in seconds.
+    prompts = load_prompts(spec.data, load_tokenizer(model_path), spec.model.max_model_len - spec.rollout.max_new_tokens)
     start_ray(actor_logs)
     try:
-        history = run_onpolicy(spec, outputs, model_path, tokenizer, actor_env_vars(spec))
+        history = run_onpolicy(spec, outputs, model_path, prompts, actor_env_vars(spec))
     finally:
         ray.shutdown()
     print(summary(spec.name, history, str(outputs.dir), time.perf_counter() - started), flush=True)

@@ -193,6 +193,8 @@ def _describe(error: dict) -> str:
         hint = f" (expected one of: {', '.join(allowed)})" if allowed else ""
         return f"{where}: unknown field{hint}"
     if error["type"] == "missing":
+        if error["loc"] and isinstance(error["loc"][-1], int):
+            return f"{_format_location(error['loc'][:-1])}: too few items (item [{error['loc'][-1]}] is missing)"
         return f"{where}: required field is missing"
     message = error["msg"].removeprefix("Value error, ")
     if error["loc"] and "input" in error and not isinstance(error["input"], dict):

@@ -1,0 +1,68 @@
+"""Bad input through the real CLI: one clear line, no traceback, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def assert_one_line(result, prefix: str, *words: str) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(prefix), lines[0]
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def no_checkpoint_written(out) -> bool:
+    checkpoints = out / "checkpoints"
+    return not checkpoints.exists() or not any(checkpoints.iterdir())
+
+
+def test_missing_model_path(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("configs/quickstart.yaml", "--output-dir", str(out), "--set", f"model.path={tmp_path}/no-model",
+                     timeout=120)
+    assert result.returncode == 1
+    assert_one_line(result, "model error: ", "model.path", "no-model", "does not exist")
+    assert no_checkpoint_written(out)
+
+
+def test_model_folder_without_config(tmp_path):
+    (tmp_path / "empty-model").mkdir()
+    result = run_cli("configs/quickstart.yaml", "--output-dir", str(tmp_path / "out"),
+                     "--set", f"model.path={tmp_path}/empty-model", timeout=120)
+    assert result.returncode == 1
+    assert_one_line(result, "model error: ", "model.path", "no config.json")
+
+
+def test_bad_dataset_row_is_named(tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(json.dumps({"prompt": "What is 1 + 1?"}) + "\n" + json.dumps({"prompt": ""}) + "\n")
+    out = tmp_path / "out"
+    result = run_cli("configs/quickstart.yaml", "--output-dir", str(out), "--set", f"data.path={data}", timeout=120)
+    assert result.returncode == 1
+    assert_one_line(result, "data error: ", "data row 1", "'prompt'", "empty")
+    assert no_checkpoint_written(out)
+
+
+@pytest.mark.integration
+def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path):
+    """An absurd learning rate blows the weights up after the first update; the next loss is not finite."""
+    out = tmp_path / "out"
+    result = run_cli(
+        "configs/quickstart.yaml", "--output-dir", str(out),
+        "--set", "train.lr=1e30", "--set", "iterations=1", "--set", "checkpoint.every=1",
+    )
+    assert result.returncode == 1
+    line = assert_one_line(result, "training error: ", "iteration 0", "not finite", "train.lr")
+    assert "neither synced nor checkpointed" in line
+    assert no_checkpoint_written(out)
+    assert not [p for p in out.rglob(".*tmp-*")]  # no half-written staging folder either
+    assert (out / "metrics.jsonl").read_text() == ""  # the failed iteration is not recorded as done
+    assert len((out / "samples" / "iter-0.jsonl").read_text().splitlines()) == 16  # the samples are kept

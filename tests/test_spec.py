@@ -1,0 +1,97 @@
+"""The job spec: defaults, overrides, and one clear line for every malformed spec."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from jobs.errors import SpecError
+from jobs.spec import JobSpec, apply_override, load_spec, validate_spec
+from tests.conftest import REPO, run_cli
+
+# (spec text, words the single error line must contain)
+MALFORMED = {
+    "unknown top-level key": ("iteratoins: 3\n", ["iteratoins", "unknown field", "iterations"]),
+    "unknown nested key": ("train:\n  lrr: 0.1\n", ["train.lrr", "unknown field", "lr"]),
+    "wrong type": ("rollout:\n  workers: two\n", ["rollout.workers", "integer", "'two'"]),
+    "out of range": ("rollout:\n  temperature: -1\n", ["rollout.temperature", "greater than or equal to 0"]),
+    "bad choice": ("algorithm: ppo\n", ["algorithm", "'sft' or 'idft'", "'ppo'"]),
+    "zero stage 3": ("learner:\n  zero_stage: 3\n", ["learner.zero_stage", "0, 1 or 2"]),
+    "section is not a mapping": ("train: fast\n", ["train", "valid dictionary"]),
+    "gamma range": ("train:\n  idft:\n    gamma_min: 3\n", ["train.idft", "gamma_min (3.0) must not exceed gamma_max"]),
+    "batches do not tile samples": (
+        "rollout:\n  prompts_per_iteration: 3\n",
+        ["prompts_per_iteration", "micro_batch_size", "multiple"],
+    ),
+    "not yaml": ("train: [1, 2\n", ["not valid YAML", "line"]),
+    "top level is a list": ("- 1\n- 2\n", ["expected a mapping", "list"]),
+    "bad betas": ("train:\n  betas: [0.9]\n", ["train.betas", "too few items"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_spec_fails_with_one_line_naming_the_field(tmp_path, case):
+    text, expected_words = MALFORMED[case]
+    spec_path = tmp_path / "bad.yaml"
+    spec_path.write_text(text)
+    result = run_cli(str(spec_path), "--output-dir", str(tmp_path / "out"), timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("spec error: ")
+    for word in expected_words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "out").exists()  # nothing is started or written for a bad spec
+
+
+def test_bad_override_fails_with_one_line(tmp_path):
+    result = run_cli("configs/quickstart.yaml", "--set", "rollout.workers", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "spec error: --set 'rollout.workers': expected KEY.PATH=VALUE, e.g. --set train.lr=1e-5"
+    )
+
+
+def test_missing_spec_file(tmp_path):
+    result = run_cli(str(tmp_path / "nope.yaml"), timeout=120)
+    assert result.returncode == 2
+    assert "nope.yaml: cannot read the spec file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_shipped_config_is_valid():
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_spec(path)
+
+
+def test_defaults_fill_in_and_round_trip():
+    spec = validate_spec({"train": {"lr": "1e-4"}})  # YAML reads 1e-4 (no dot) as a string
+    assert spec.train.lr == 1e-4
+    assert spec.train.idft.beta == 1.0 and spec.train.idft.gamma_min == 0.1 and spec.train.idft.gamma_max == 2.0
+    assert JobSpec.model_validate(yaml.safe_load(spec.to_yaml())) == spec
+
+
+def test_overrides_parse_values_as_yaml_and_create_sections():
+    raw = {"train": {"lr": 0.1}}
+    apply_override(raw, "train.lr=2e-5")
+    apply_override(raw, "train.idft.beta=0.5")
+    apply_override(raw, "data.shuffle=false")
+    apply_override(raw, "name=my-run")
+    spec = validate_spec(raw)
+    assert spec.train.lr == 2e-5 and spec.train.idft.beta == 0.5 and spec.data.shuffle is False
+    assert spec.name == "my-run"
+
+
+def test_override_into_a_value_is_rejected():
+    with pytest.raises(SpecError, match="iterations is a value, not a section"):
+        apply_override({"iterations": 3}, "iterations.x=1")
+
+
+def test_derived_step_counts():
+    spec = validate_spec({"rollout": {"prompts_per_iteration": 8, "samples_per_prompt": 4},
+                          "learner": {"ranks": 2}, "train": {"micro_batch_size": 2, "gradient_accumulation_steps": 2,
+                                                             "epochs_per_iteration": 3}})
+    assert spec.samples_per_iteration == 32
+    assert spec.optimizer_steps_per_iteration == 32 // (2 * 2 * 2) * 3
