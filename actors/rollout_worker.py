@@ -22,7 +22,8 @@ def vllm_env_vars(spec: JobSpec) -> dict[str, str]:
     engine = spec.rollout.engine
     env = {
         "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if engine.multiprocessing else "0",
-        "VLLM_LOGGING_LEVEL": "WARNING",
+        "VLLM_LOGGING_LEVEL": "ERROR",
+        "TORCH_CPP_LOG_LEVEL": "ERROR",
         "TOKENIZERS_PARALLELISM": "false",
     }
     if spec.rollout.gpus_per_worker == 0:

@@ -14,7 +14,7 @@ import torch
 from actors.learner_group import LearnerGroup
 from actors.rollout_pool import RolloutPool
 from actors.weight_sync import ObjectStoreWeightSync
-from jobs.data import PromptStream, load_prompts
+from jobs.data import Prompt, PromptStream, load_prompts
 from jobs.run import actor_env_vars
 from jobs.spec import validate_spec
 
@@ -71,10 +71,19 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(local_ray, 
         assert max_diff(engine_stale, engine_before) < TOLERANCE  # nothing reached the engine yet
         assert max_diff(engine_stale, learner_after) > 1e-3  # ... so it differs from the learner
 
+        # vLLM caches prefixes in full 128-token blocks, and prompt-logprob
+        # requests bypass the cache: only generation from a long prompt seen
+        # before the sync shows whether stale KV is served afterwards.
+        long_prompt = Prompt(index=0, text="", token_ids=tuple((probe * 20)[:300]), row={})
+        rollout.generate([long_prompt], iteration=0)
+
         seconds = ObjectStoreWeightSync().push(learners, rollout)
         engine_synced = ray.get(worker.prompt_logprobs.remote(probe), timeout=120)
         assert max_diff(engine_synced, learner_after) < TOLERANCE
         assert seconds > 0
+        _, generation = rollout.generate([long_prompt], iteration=0)
+        # The CLL replica never caches; it agrees with the engine only if the engine's cache was reset.
+        assert generation["engine_scorer_logprob_max_diff"] < TOLERANCE
     finally:
         rollout.shutdown()
         learners.shutdown()
