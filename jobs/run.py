@@ -90,6 +90,24 @@ def start_ray(actor_logs: bool) -> None:
         ray.init(include_dashboard=False, log_to_driver=actor_logs, logging_level=logging.ERROR)
 
 
+def check_cluster_fits(spec: JobSpec) -> None:
+    """Fail now, not after Ray waits forever for an actor that can never be placed."""
+    import ray
+
+    have = ray.cluster_resources()
+    for resource, per_worker, per_rank in (
+        ("GPU", spec.rollout.gpus_per_worker, spec.learner.gpus_per_rank),
+        ("CPU", spec.rollout.cpus_per_worker, spec.learner.cpus_per_rank),
+    ):
+        need = spec.rollout.workers * per_worker + spec.learner.ranks * per_rank
+        if need > have.get(resource, 0):
+            kind = resource.lower()
+            raise SpecError(
+                f"the job needs {need:g} {resource}s (rollout.workers x rollout.{kind}s_per_worker + "
+                f"learner.ranks x learner.{kind}s_per_rank) but the Ray cluster has {have.get(resource, 0):g}"
+            )
+
+
 def unwrap_user_error(exc: BaseException) -> HintflowError | None:
     """A HintflowError raised inside an actor arrives wrapped by Ray; find the original."""
     seen: BaseException | None = exc
@@ -122,6 +140,7 @@ def run(spec: JobSpec, output_dir: str, actor_logs: bool = False) -> list[dict]:
     prompts = load_prompts(spec.data, load_tokenizer(model_path), spec.model.max_model_len - spec.rollout.max_new_tokens)
     start_ray(actor_logs)
     try:
+        check_cluster_fits(spec)
         history = run_onpolicy(spec, outputs, model_path, prompts, actor_env_vars(spec))
     finally:
         ray.shutdown()

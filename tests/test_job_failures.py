@@ -66,3 +66,11 @@ def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path):
     assert not [p for p in out.rglob(".*tmp-*")]  # no half-written staging folder either
     assert (out / "metrics.jsonl").read_text() == ""  # the failed iteration is not recorded as done
     assert len((out / "samples" / "iter-0.jsonl").read_text().splitlines()) == 16  # the samples are kept
+
+
+def test_resources_the_cluster_lacks_fail_fast(tmp_path):
+    """Without this check Ray would wait forever for a GPU actor on a CPU machine."""
+    result = run_cli("configs/quickstart.yaml", "--output-dir", str(tmp_path / "out"),
+                     "--set", "learner.gpus_per_rank=1", timeout=300)
+    assert result.returncode == 2
+    assert_one_line(result, "spec error: ", "needs 2 GPUs", "learner.gpus_per_rank", "has 0")
