@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	  && $(VENV)/bin/pip install -e '.[cpu,dev]' \
 	  && $(VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec triton ) > $(VENV)/install.log 2>&1 \
 	  || { tail -n 30 $(VENV)/install.log; echo "setup failed; full log: $(VENV)/install.log"; exit 1; }
-	@$(PY) -c "import torch, vllm, deepspeed, ray; assert not torch.version.cuda, 'CUDA torch on a CPU setup'" \
+	@DS_ACCELERATOR=cpu $(PY) -c "import torch, vllm, deepspeed, ray; assert not torch.version.cuda, 'CUDA torch on a CPU setup'" \
 	  || { echo "setup check failed"; exit 1; }
 	@touch $(STAMP)
 	@echo "$(VENV) ready"

@@ -60,6 +60,8 @@ class RolloutWorker:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         device = "cuda" if spec.rollout.gpus_per_worker > 0 else "cpu"
         self.scorer = CLLScorer(model_path, TORCH_DTYPES[spec.model.dtype], device, spec.rollout.cll_batch_size, pad_id)
+        # vLLM's first request pays one-time set-up; keep it out of iteration 0's gen_tokens_per_s.
+        self.prompt_logprobs([pad_id, pad_id])
 
     def generate(self, prompts: list[Prompt], iteration: int) -> tuple[list[Sample], dict]:
         from vllm import SamplingParams
