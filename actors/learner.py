@@ -159,10 +159,20 @@ class Learner:
                 self._stop_if_not_finite(loss.detach(), "the loss", iteration)
                 boundary = self.engine.is_gradient_accumulation_boundary()
                 self.engine.backward(loss)
+                if boundary and self.spec.learner.zero_stage == 0:
+                    # ZeRO-0 reports no norm and applies a non-finite update
+                    # without complaint, so measure the (all-reduced) gradients
+                    # before stepping.
+                    grad_norm = torch.nn.utils.get_total_norm(
+                        [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+                    )
+                    self._stop_if_not_finite(grad_norm, "the gradient norm", iteration)
                 self.engine.step()
                 if boundary:
-                    grad_norm = torch.as_tensor(float(self.engine.get_global_grad_norm() or 0.0))
-                    self._stop_if_not_finite(grad_norm, "the gradient norm", iteration)
+                    if self.spec.learner.zero_stage > 0:
+                        # ZeRO-1/2 have already skipped a non-finite step themselves.
+                        grad_norm = torch.as_tensor(float(self.engine.get_global_grad_norm()))
+                        self._stop_if_not_finite(grad_norm, "the gradient norm", iteration)
                     grad_norms.append(float(grad_norm))
                 n = float(metrics["num_tokens"])
                 totals["loss"] += float(loss.detach()) * n

@@ -52,15 +52,21 @@ def test_bad_dataset_row_is_named(tmp_path):
 
 
 @pytest.mark.integration
-def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path):
-    """An absurd learning rate blows the weights up after the first update; the next loss is not finite."""
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path, zero_stage):
+    """An absurd learning rate blows the weights up after the first update; the next step is not finite.
+
+    ZeRO-0 matters on its own: DeepSpeed applies a non-finite update there without complaint.
+    """
     out = tmp_path / "out"
     result = run_cli(
-        "configs/quickstart.yaml", "--output-dir", str(out),
+        "configs/quickstart.yaml", "--output-dir", str(out), "--set", f"learner.zero_stage={zero_stage}",
         "--set", "train.lr=1e30", "--set", "iterations=1", "--set", "checkpoint.every=1",
     )
     assert result.returncode == 1
-    line = assert_one_line(result, "training error: ", "iteration 0", "not finite", "train.lr")
+    # Caught at the first non-finite gradient, before it is applied; without the
+    # ZeRO-0 check the first symptom would be a NaN loss one step later.
+    line = assert_one_line(result, "training error: ", "iteration 0", "the gradient norm is not finite", "train.lr")
     assert "neither synced nor checkpointed" in line
     assert no_checkpoint_written(out)
     assert not [p for p in out.rglob(".*tmp-*")]  # no half-written staging folder either
