@@ -152,6 +152,15 @@ class JobSpec(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _room_for_a_prompt(self) -> "JobSpec":
+        if self.rollout.max_new_tokens >= self.model.max_model_len:
+            raise ValueError(
+                f"rollout.max_new_tokens ({self.rollout.max_new_tokens}) must be smaller than "
+                f"model.max_model_len ({self.model.max_model_len}), which also has to hold the prompt"
+            )
+        return self
+
     @property
     def samples_per_iteration(self) -> int:
         return self.rollout.prompts_per_iteration * self.rollout.samples_per_prompt

@@ -23,6 +23,10 @@ MALFORMED = {
         "rollout:\n  prompts_per_iteration: 3\n",
         ["prompts_per_iteration", "micro_batch_size", "multiple"],
     ),
+    "no room for the prompt": (
+        "model:\n  max_model_len: 64\nrollout:\n  max_new_tokens: 64\n",
+        ["rollout.max_new_tokens (64) must be smaller than model.max_model_len (64)"],
+    ),
     "not yaml": ("train: [1, 2\n", ["not valid YAML", "line"]),
     "top level is a list": ("- 1\n- 2\n", ["expected a mapping", "list"]),
     "bad betas": ("train:\n  betas: [0.9]\n", ["train.betas", "too few items"]),
