@@ -33,8 +33,8 @@ class CLLScorer:
         self.pad_id = pad_id
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        # The payload is the learner's state_dict of the same architecture, so
-        # a strict load is right: any mismatch means the sync is broken.
+        # Same architecture, every name restored by decode_weights: a strict
+        # load is right, and any mismatch means the sync is broken.
         self.model.load_state_dict(state_dict, strict=True)
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from actors.batching import Sample, collate_samples, teacher_forced_logprobs
+from actors.weights_payload import encode_weights
 from jobs.errors import TrainingError
 from jobs.spec import JobSpec
 from losses.cll import centered_log_likelihood
@@ -190,15 +191,9 @@ class Learner:
         )
         return totals
 
-    def _state_dict_copy(self) -> dict[str, torch.Tensor]:
-        # Independent CPU copies: safetensors refuses tensors that share storage.
-        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.engine.module.state_dict().items()}
-
     def export_weights(self) -> bytes:
-        """The full weights as safetensors bytes (ZeRO 0-2 keep full parameters on every rank)."""
-        from safetensors.torch import save
-
-        return save(self._state_dict_copy())
+        """The full weights as one payload (ZeRO 0-2 keep full parameters on every rank)."""
+        return encode_weights(self.engine.module.state_dict())
 
     def save_checkpoint(self, directory: str) -> str:
         """Write an HF folder atomically: a reader sees the old checkpoint or the new one, never half of one."""
@@ -207,7 +202,8 @@ class Learner:
         target = Path(directory)
         staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        self.engine.module.save_pretrained(staging, state_dict=self._state_dict_copy(), safe_serialization=True)
+        # save_pretrained writes tied weights once and ties them again on load.
+        self.engine.module.save_pretrained(staging)
         AutoTokenizer.from_pretrained(self.model_path).save_pretrained(staging)
         if target.exists():
             retired = target.with_name(f".{target.name}.old-{os.getpid()}")

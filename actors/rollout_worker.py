@@ -13,6 +13,7 @@ from actors.batching import Sample
 from actors.cll_scorer import CLLScorer
 from actors.learner import TORCH_DTYPES
 from actors.vllm_weight_receiver import WORKER_EXTENSION
+from actors.weights_payload import decode_weights
 from jobs.data import Prompt
 from jobs.spec import JobSpec
 
@@ -112,12 +113,10 @@ class RolloutWorker:
         }
 
     def load_weights(self, payload: bytes) -> None:
-        from safetensors.torch import load
-
         self.llm.collective_rpc("hintflow_load_weights", args=(payload,))
         # Cached prefixes hold KV computed with the old weights.
         self.llm.reset_prefix_cache()
-        self.scorer.load_weights(load(payload))
+        self.scorer.load_weights(decode_weights(payload))
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         """vLLM's log p of token_ids[1:], teacher-forced: the probe that checks weight sync."""

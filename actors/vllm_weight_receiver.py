@@ -1,4 +1,4 @@
-"""vLLM worker extension that takes new weights as safetensors bytes.
+"""vLLM worker extension that takes new weights as bytes (actors/weights_payload.py).
 
 vLLM mixes this class into its worker (`LLM(worker_extension_cls=...)`), so
 `self` is the vLLM worker. Bytes rather than tensors because when the engine
@@ -17,8 +17,8 @@ WORKER_EXTENSION = "actors.vllm_weight_receiver.WeightReceiver"
 
 class WeightReceiver:
     def hintflow_load_weights(self, payload: bytes) -> int:
-        from safetensors.torch import load
+        from actors.weights_payload import decode_weights
 
-        state_dict = load(payload)
+        state_dict = decode_weights(payload)
         self.reload_weights(weights_iterator=iter(state_dict.items()), is_checkpoint_format=True)
         return len(state_dict)

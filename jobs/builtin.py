@@ -46,7 +46,7 @@ def _tokenizer_corpus() -> list[str]:
     return [f"{r['prompt']} The answer is {r['answer']}." for r in rows] + [words] * 20
 
 
-def build_tiny_llama(directory: str | Path, seed: int = 0) -> Path:
+def build_tiny_llama(directory: str | Path, seed: int = 0, tie_word_embeddings: bool = False) -> Path:
     """Write the tiny model to `directory` (idempotent) and return its path."""
     directory = Path(directory)
     if (directory / "config.json").exists() and (directory / "model.safetensors").exists():
@@ -85,7 +85,7 @@ def build_tiny_llama(directory: str | Path, seed: int = 0) -> Path:
         num_attention_heads=2,  # head_dim 64: a size every vLLM attention backend supports
         num_key_value_heads=2,
         max_position_embeddings=1024,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -19,6 +19,14 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_tied_model(tmp_path_factory) -> Path:
+    """Input and output embeddings share one tensor, as in SmolLM2, Qwen2.5-0.5B, Gemma."""
+    from jobs.builtin import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama-tied", seed=0, tie_word_embeddings=True)
+
+
 def run_cli(*args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m jobs.run ARGS` exactly as a user types it, from the repo root."""
     return subprocess.run(

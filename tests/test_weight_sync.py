@@ -34,9 +34,17 @@ def max_diff(a: list[float], b: list[float]) -> float:
     return float((torch.tensor(a) - torch.tensor(b)).abs().max())
 
 
-@pytest.mark.parametrize("engine_in_own_process", [False, True], ids=["engine-in-actor", "engine-in-subprocess"])
-def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(local_ray, tiny_model, engine_in_own_process):
+@pytest.mark.parametrize(
+    "engine_in_own_process, tied",
+    [(False, False), (True, False), (False, True)],
+    ids=["engine-in-actor", "engine-in-subprocess", "tied-embeddings"],
+)
+def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
+    local_ray, request, engine_in_own_process, tied
+):
     from transformers import AutoTokenizer
+
+    tiny_model = request.getfixturevalue("tiny_tied_model" if tied else "tiny_model")
 
     spec = validate_spec(
         {
