@@ -142,13 +142,12 @@ class JobSpec(Section):
     def _batches_tile_the_samples(self) -> "JobSpec":
         # Every rank must run the same number of micro-batches, or the
         # gradient all-reduce of the last step waits forever.
-        samples = self.rollout.prompts_per_iteration * self.rollout.samples_per_prompt
-        per_step = self.train.micro_batch_size * self.train.gradient_accumulation_steps * self.learner.ranks
-        if samples % per_step:
+        if self.samples_per_iteration % self.samples_per_optimizer_step:
             raise ValueError(
-                f"rollout.prompts_per_iteration x rollout.samples_per_prompt (= {samples} samples per iteration) "
-                f"must be a multiple of train.micro_batch_size x train.gradient_accumulation_steps x learner.ranks "
-                f"(= {per_step})"
+                f"rollout.prompts_per_iteration x rollout.samples_per_prompt "
+                f"(= {self.samples_per_iteration} samples per iteration) must be a multiple of "
+                f"train.micro_batch_size x train.gradient_accumulation_steps x learner.ranks "
+                f"(= {self.samples_per_optimizer_step})"
             )
         return self
 
@@ -166,9 +165,12 @@ class JobSpec(Section):
         return self.rollout.prompts_per_iteration * self.rollout.samples_per_prompt
 
     @property
+    def samples_per_optimizer_step(self) -> int:
+        return self.train.micro_batch_size * self.train.gradient_accumulation_steps * self.learner.ranks
+
+    @property
     def optimizer_steps_per_iteration(self) -> int:
-        per_step = self.train.micro_batch_size * self.train.gradient_accumulation_steps * self.learner.ranks
-        return self.samples_per_iteration // per_step * self.train.epochs_per_iteration
+        return self.samples_per_iteration // self.samples_per_optimizer_step * self.train.epochs_per_iteration
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
