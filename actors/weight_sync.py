@@ -5,10 +5,11 @@ replace the generic one without the driver loop changing.
 
 - `ObjectStoreWeightSync` (the generic path, verified on CPU): rank 0
   serialises its weights once (actors/weights_payload.py: safetensors, tied
-  weights sent once), the bytes go into the Ray object store, and every rollout worker takes them from there (the driver
-  only ever holds a reference). Each worker reloads its vLLM engine through
-  the engine's own reload entry point, resets the prefix cache, and loads the
-  CLL scorer replica.
+  weights sent once), the bytes go into the Ray object store, and every
+  rollout worker takes them from there (the driver only ever holds a
+  reference). Each worker reloads its vLLM engine through the engine's own
+  reload entry point, resets the prefix cache, and loads the CLL scorer
+  replica.
 - A GPU path over vLLM's NCCL/IPC weight transfer is NOT implemented yet; the
   spec rejects any `sync.method` other than `object_store`.
 """

@@ -137,7 +137,7 @@ def run(spec: JobSpec, output_dir: str, actor_logs: bool = False) -> list[dict]:
     outputs.save_spec(spec)
     model_path = resolve_model(spec, outputs)
     # Every row is checked before any actor starts: bad data fails in seconds.
-    prompts = load_prompts(spec.data, load_tokenizer(model_path), spec.model.max_model_len - spec.rollout.max_new_tokens)
+    prompts = load_prompts(spec.data, load_tokenizer(model_path), spec.max_prompt_tokens)
     start_ray(actor_logs)
     try:
         check_cluster_fits(spec)

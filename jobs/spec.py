@@ -165,6 +165,11 @@ class JobSpec(Section):
         return self.rollout.prompts_per_iteration * self.rollout.samples_per_prompt
 
     @property
+    def max_prompt_tokens(self) -> int:
+        """Prompt budget: what max_model_len leaves after the response (positive, by the check above)."""
+        return self.model.max_model_len - self.rollout.max_new_tokens
+
+    @property
     def samples_per_optimizer_step(self) -> int:
         return self.train.micro_batch_size * self.train.gradient_accumulation_steps * self.learner.ranks
 

@@ -39,6 +39,17 @@ def run_cli(*args: str, timeout: float = 900, env: dict | None = None) -> subpro
     )
 
 
+def assert_one_line(result, prefix: str, *words: str) -> str:
+    """The CLI's promise for bad input: exactly one stderr line, with `prefix` and `words`, no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(prefix), lines[0]
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
 def vllm_prompt_logprobs(model_dir: str | Path, token_ids: list[int], timeout: float = 300) -> list[float]:
     """vLLM's teacher-forced log p of token_ids[1:] for a saved model, in a fresh process."""
     script = (

@@ -6,17 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
-
-
-def assert_one_line(result, prefix: str, *words: str) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-3000:]
-    assert lines[0].startswith(prefix), lines[0]
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
+from tests.conftest import assert_one_line, run_cli
 
 
 def no_checkpoint_written(out) -> bool:

@@ -7,7 +7,7 @@ import yaml
 
 from jobs.errors import SpecError
 from jobs.spec import JobSpec, apply_override, load_spec, validate_spec
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, assert_one_line, run_cli
 
 # (spec text, words the single error line must contain)
 MALFORMED = {
@@ -40,12 +40,7 @@ def test_malformed_spec_fails_with_one_line_naming_the_field(tmp_path, case):
     spec_path.write_text(text)
     result = run_cli(str(spec_path), "--output-dir", str(tmp_path / "out"), timeout=120)
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("spec error: ")
-    for word in expected_words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
-    assert "Traceback" not in result.stderr + result.stdout
+    assert_one_line(result, "spec error: ", *expected_words)
     assert not (tmp_path / "out").exists()  # nothing is started or written for a bad spec
 
 
