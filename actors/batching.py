@@ -1,7 +1,7 @@
-"""Samples and the one place where (prompt, response) pairs become tensors.
+"""Samples, preference pairs, and the one place where (prompt, response) becomes tensors.
 
-The rollout workers' CLL scorer and the learners both call `collate`, so the
-tokens a sample is scored on are the tokens it is trained on.
+The rollout workers' CLL scorer, the learners and the frozen reference all call
+`collate`, so the tokens a sample is scored on are the tokens it is trained on.
 """
 
 from __future__ import annotations
@@ -25,15 +25,47 @@ class Sample:
     response: str
     response_token_ids: list[int]
     finish_reason: str
-    source: str = "on_policy"  # later also "hinted" (Hinted Decoding) and "reference"
+    source: str = "on_policy"  # "demonstration" for a dataset's own answer (IRFT); later "hinted"
     engine_logprobs: list[float] = field(default_factory=list)  # vLLM's log p of each sampled token
     token_cll: list[float] = field(default_factory=list)  # phi_t per response token (ALGORITHMS.md section 1)
     cll: dict[str, float] = field(default_factory=dict)  # avg_cll, frac_gt_1, frac_gt_3, frac_gt_5
-    rewards: dict[str, float] = field(default_factory=dict)  # filled by the reward actor (roadmap 1)
+    # Summed log p of the response under the weights that scored its CLL: the
+    # sampler's, so it is the reference log-prob when preference.reference is "sampler".
+    sequence_logp: float | None = None
+    rewards: dict[str, float] = field(default_factory=dict)  # one entry per reward source, plus "total"
 
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.response_token_ids)
+
+
+@dataclass
+class Pair:
+    """A preference pair: two responses to one prompt. Travels driver -> learner and into pairs/iter-N.jsonl."""
+
+    iteration: int
+    prompt_index: int
+    prompt: str
+    prompt_token_ids: list[int]
+    chosen: str
+    chosen_token_ids: list[int]
+    rejected: str
+    rejected_token_ids: list[int]
+    chosen_source: str = "on_policy"
+    rejected_source: str = "on_policy"
+    chosen_reward: float | None = None
+    rejected_reward: float | None = None
+    # Summed over response tokens, computed once per pair before training.
+    reference_logp_chosen: float | None = None
+    reference_logp_rejected: float | None = None
+    # Filled by the learner when it first trains on the pair (before that pair's own update).
+    policy_logp_chosen: float | None = None
+    policy_logp_rejected: float | None = None
+    loss: float | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return 2 * len(self.prompt_token_ids) + len(self.chosen_token_ids) + len(self.rejected_token_ids)
 
 
 @dataclass
@@ -64,6 +96,13 @@ def collate(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
 
 def collate_samples(samples: Sequence[Sample], pad_id: int) -> TokenBatch:
     return collate([s.prompt_token_ids for s in samples], [s.response_token_ids for s in samples], pad_id)
+
+
+def collate_pairs(pairs: Sequence[Pair], pad_id: int) -> TokenBatch:
+    """2B rows: the B chosen sequences, then the B rejected ones, in one forward pass."""
+    prompts = [p.prompt_token_ids for p in pairs] * 2
+    responses = [p.chosen_token_ids for p in pairs] + [p.rejected_token_ids for p in pairs]
+    return collate(prompts, responses, pad_id)
 
 
 @torch.no_grad()

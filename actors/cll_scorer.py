@@ -20,7 +20,7 @@ import torch
 
 from actors.batching import Sample, collate_samples
 from losses.cll import centered_log_likelihood, sequence_cll
-from losses.token_stats import response_token_stats
+from losses.token_stats import response_token_stats, sequence_logps
 
 
 class CLLScorer:
@@ -39,7 +39,7 @@ class CLLScorer:
 
     @torch.no_grad()
     def score(self, samples: list[Sample]) -> float:
-        """Fill `token_cll` and `cll` of each sample; return max |engine - replica| log-prob difference."""
+        """Fill `token_cll`, `cll` and `sequence_logp` of each sample; return max |engine - replica| log-prob difference."""
         max_diff = 0.0
         # Length-sorted batches waste less compute on padding.
         order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
@@ -50,8 +50,10 @@ class CLLScorer:
             stats = response_token_stats(logits, batch.input_ids, batch.response_mask)
             phi = centered_log_likelihood(stats)
             per_sequence = sequence_cll(phi, stats.mask)
+            logps, _ = sequence_logps(stats)
             for row, sample in enumerate(batch_samples):
                 valid = stats.mask[row]
+                sample.sequence_logp = float(logps[row])
                 sample.token_cll = phi[row][valid].tolist()
                 sample.cll = {key: float(values[row]) for key, values in per_sequence.items() if key != "num_tokens"}
                 if sample.engine_logprobs:

@@ -18,14 +18,12 @@ from pathlib import Path
 
 import torch
 
-from actors.batching import Sample, collate_samples, teacher_forced_logprobs
+from actors.batching import Pair, Sample, collate_pairs, collate_samples, teacher_forced_logprobs
+from actors.objectives import pair_objective, sample_objective
 from actors.weights_payload import encode_weights
 from jobs.errors import TrainingError
 from jobs.spec import JobSpec
-from losses.cll import centered_log_likelihood
-from losses.idft import idft_lambda, idft_loss
-from losses.sft import sft_loss
-from losses.token_stats import response_token_stats
+from losses.token_stats import response_token_stats, sequence_logps
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,6 +53,26 @@ def deepspeed_config(spec: JobSpec) -> dict:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def micro_batches(items: list, size: int, multiple_of: int) -> list[list]:
+    """Consecutive, near-equal, non-empty chunks of at most ~`size` items; their count is a multiple of `multiple_of`.
+
+    `len(items)` must be a multiple of `multiple_of` (LearnerGroup.train sees to it). Every rank gets
+    the same number of items, so every rank runs the same number of micro-batches and steps.
+    """
+    count = -(-len(items) // size)
+    count = -(-count // multiple_of) * multiple_of
+    bounds = [len(items) * i // count for i in range(count + 1)]
+    return [items[bounds[i] : bounds[i + 1]] for i in range(count)]
+
+
+@torch.no_grad()
+def pair_logps(model, pairs: list[Pair], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[2B] summed response log-probs and [2B] response lengths: the B chosen, then the B rejected."""
+    batch = collate_pairs(pairs, pad_id).to(device)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    return sequence_logps(response_token_stats(logits, batch.input_ids, batch.response_mask))
 
 
 def free_port() -> int:
@@ -115,26 +133,51 @@ class Learner:
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(self.spec)
         )
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+        self.reference = None
+        if self.spec.uses_initial_reference:
+            # A frozen copy of the starting weights: only ever read, never handed to DeepSpeed.
+            self.reference = AutoModelForCausalLM.from_pretrained(
+                self.model_path, dtype=TORCH_DTYPES[self.spec.model.dtype]
+            ).to(self.device).eval().requires_grad_(False)
 
-    def _loss(self, samples: list[Sample]) -> tuple[torch.Tensor, dict, int]:
+    def reference_logps(self, pairs: list[Pair]) -> list[tuple[float, float]]:
+        """(chosen, rejected) summed log-probs under the frozen initial model, once per pair."""
+        results = []
+        for chunk in micro_batches(pairs, self.spec.train.micro_batch_size, 1):
+            logps, _ = pair_logps(self.reference, chunk, self.pad_id, self.device)
+            results += list(zip(logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()))
+        return results
+
+    def _sample_loss(self, samples: list[Sample]) -> tuple[torch.Tensor, dict, float, int, list]:
         batch = collate_samples(samples, self.pad_id).to(self.device)
         logits = self.engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         stats = response_token_stats(logits, batch.input_ids, batch.response_mask)
-        if self.spec.algorithm == "idft":
-            idft = self.spec.train.idft
-            progress = self.engine.global_steps / max(1, self.total_steps)
-            loss, metrics = idft_loss(
-                stats.logprobs,
-                centered_log_likelihood(stats),
-                stats.mask,
-                beta=idft.beta,
-                gamma_min=idft.gamma_min,
-                gamma_max=idft.gamma_max,
-                lam=idft_lambda(progress, idft.warmup_ratio, idft.transition_ratio),
+        loss, metrics = sample_objective(self.spec, stats, self.engine.global_steps / max(1, self.total_steps))
+        return loss, metrics, float(metrics["num_tokens"]), int(batch.attention_mask.sum()), []
+
+    def _pair_loss(self, pairs: list[Pair]) -> tuple[torch.Tensor, dict, float, int, list]:
+        batch = collate_pairs(pairs, self.pad_id).to(self.device)
+        logits = self.engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logps, lengths = sequence_logps(response_token_stats(logits, batch.input_ids, batch.response_mask))
+        n = len(pairs)
+        reference = None
+        if pairs[0].reference_logp_chosen is not None:
+            reference = torch.tensor(
+                [[p.reference_logp_chosen for p in pairs], [p.reference_logp_rejected for p in pairs]],
+                dtype=torch.float32, device=self.device,
             )
-        else:
-            loss, metrics = sft_loss(stats.logprobs, stats.mask)
-        return loss, metrics, int(batch.attention_mask.sum())
+        loss, metrics = pair_objective(
+            self.spec, logps[:n], logps[n:],
+            None if reference is None else reference[0], None if reference is None else reference[1],
+            lengths[:n], lengths[n:],
+        )
+        records = [
+            {"policy_logp_chosen": chosen, "policy_logp_rejected": rejected, "loss": pair_loss}
+            for chosen, rejected, pair_loss in zip(
+                logps[:n].tolist(), logps[n:].tolist(), metrics["per_pair_loss"].tolist()
+            )
+        ]
+        return loss, metrics, float(n), int(batch.attention_mask.sum()), records
 
     def _stop_if_not_finite(self, value: torch.Tensor, what: str, iteration: int) -> None:
         # Decided collectively: if one rank raised alone, the others would wait
@@ -148,15 +191,21 @@ class Learner:
                 f"holds NaN weights. Lower train.lr or check this iteration's samples"
             )
 
-    def train(self, samples: list[Sample], iteration: int) -> dict:
-        """Train on this rank's shard; returns sums the group turns into means."""
+    def train(self, items: list[Sample] | list[Pair], iteration: int) -> dict:
+        """Train on this rank's shard of samples or pairs; returns weighted sums the group turns into means.
+
+        For pairs, also the per-pair records of the first epoch (policy log-probs and loss, taken in
+        the forward pass that trains on the pair).
+        """
         self.engine.train()
-        micro = self.spec.train.micro_batch_size
-        totals = {"loss": 0.0, "nll": 0.0, "gamma_mean": 0.0, "weight_mean": 0.0, "loss_tokens": 0.0}
+        compute_loss = self._pair_loss if self.spec.trains_on_pairs else self._sample_loss
+        chunks = micro_batches(items, self.spec.train.micro_batch_size, self.spec.train.gradient_accumulation_steps)
+        totals: dict[str, float] = {"loss": 0.0, "weight": 0.0}
+        records: list[dict] = []
         grad_norms, tokens, started = [], 0, time.perf_counter()
-        for _ in range(self.spec.train.epochs_per_iteration):
-            for start in range(0, len(samples), micro):
-                loss, metrics, batch_tokens = self._loss(samples[start : start + micro])
+        for epoch in range(self.spec.train.epochs_per_iteration):
+            for chunk in chunks:
+                loss, metrics, weight, batch_tokens, chunk_records = compute_loss(chunk)
                 self._stop_if_not_finite(loss.detach(), "the loss", iteration)
                 boundary = self.engine.is_gradient_accumulation_boundary()
                 self.engine.backward(loss)
@@ -175,12 +224,13 @@ class Learner:
                         grad_norm = torch.as_tensor(float(self.engine.get_global_grad_norm()))
                         self._stop_if_not_finite(grad_norm, "the gradient norm", iteration)
                     grad_norms.append(float(grad_norm))
-                n = float(metrics["num_tokens"])
-                totals["loss"] += float(loss.detach()) * n
-                totals["loss_tokens"] += n
-                for key in ("nll", "gamma_mean", "weight_mean"):
-                    if key in metrics:
-                        totals[key] += float(metrics[key]) * n
+                totals["loss"] += float(loss.detach()) * weight
+                totals["weight"] += weight
+                for key, value in metrics.items():
+                    if key != "num_tokens" and value.dim() == 0:
+                        totals[key] = totals.get(key, 0.0) + float(value) * weight
+                if epoch == 0:
+                    records += chunk_records
                 tokens += batch_tokens
         totals.update(
             tokens=tokens,
@@ -188,6 +238,7 @@ class Learner:
             grad_norm=sum(grad_norms) / max(1, len(grad_norms)),
             lr=self.engine.get_lr()[0],
             optimizer_steps=self.engine.global_steps,
+            records=records,
         )
         return totals
 

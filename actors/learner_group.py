@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+import time
 
 import ray
 
-from actors.batching import Sample
+from actors.batching import Pair, Sample
 from actors.learner import Learner
 from jobs.spec import JobSpec
 
@@ -27,16 +28,32 @@ class LearnerGroup:
         master_addr, master_port = ray.get(self.ranks[0].master_address.remote(), timeout=SETUP_TIMEOUT_S)
         ray.get([r.setup.remote(master_addr, master_port) for r in self.ranks], timeout=SETUP_TIMEOUT_S)
 
-    def train(self, samples: list[Sample], iteration: int) -> dict:
-        """Shuffle, give every rank an equal shard, train, and merge the ranks' numbers."""
-        order = list(range(len(samples)))
+    def train(self, items: list[Sample] | list[Pair], iteration: int) -> dict:
+        """Shuffle, give every rank an equal shard, train, and merge the ranks' numbers.
+
+        Every rank must run the same number of micro-batches. Sample counts tile by the spec's own
+        check; pair counts vary with ties, so the last few pairs (fewer than ranks x accumulation
+        steps) sit this iteration out and are counted as `pairs_unused`. Trained pairs get their
+        policy log-probs and loss filled in, in place.
+        """
+        ranks = len(self.ranks)
+        usable = len(items) - len(items) % (ranks * self.spec.train.gradient_accumulation_steps)
+        order = list(range(len(items)))
         random.Random(self.spec.seed * 1_000_003 + iteration).shuffle(order)
-        shards = [[samples[i] for i in order[rank :: len(self.ranks)]] for rank in range(len(self.ranks))]
-        per_rank = ray.get([r.train.remote(shard, iteration) for r, shard in zip(self.ranks, shards)])
-        loss_tokens = sum(r["loss_tokens"] for r in per_rank) or 1.0
-        merged = {key: sum(r[key] for r in per_rank) / loss_tokens for key in ("loss", "nll", "gamma_mean", "weight_mean")}
-        if self.spec.algorithm != "idft":
-            del merged["gamma_mean"], merged["weight_mean"]
+        shards = [order[:usable][rank::ranks] for rank in range(ranks)]
+        unused = {"pairs_unused": len(items) - usable} if self.spec.trains_on_pairs else {}
+        if usable == 0:
+            return {"loss": None, "train_tokens_per_s": 0.0, "train_seconds": 0.0, "train_tokens": 0, **unused}
+        per_rank = ray.get(
+            [r.train.remote([items[i] for i in shard], iteration) for r, shard in zip(self.ranks, shards)]
+        )
+        for shard, result in zip(shards, per_rank):
+            for i, record in zip(shard, result.pop("records")):
+                for key, value in record.items():
+                    setattr(items[i], key, value)
+        weight = sum(r["weight"] for r in per_rank) or 1.0
+        bookkeeping = {"weight", "tokens", "seconds", "grad_norm", "lr", "optimizer_steps"}
+        merged = {key: sum(r[key] for r in per_rank) / weight for key in per_rank[0] if key not in bookkeeping}
         seconds = max(r["seconds"] for r in per_rank)
         tokens = sum(r["tokens"] for r in per_rank)
         merged.update(
@@ -46,8 +63,20 @@ class LearnerGroup:
             grad_norm=per_rank[0]["grad_norm"],
             lr=per_rank[0]["lr"],
             optimizer_steps=per_rank[0]["optimizer_steps"],
+            **unused,
         )
         return merged
+
+    def fill_reference_logps(self, pairs: list[Pair]) -> float:
+        """Summed log-probs of both responses under the frozen initial model, once per pair; returns seconds."""
+        started = time.perf_counter()
+        ranks = len(self.ranks)
+        shards = [shard for shard in (list(range(len(pairs)))[rank::ranks] for rank in range(ranks)) if shard]
+        results = ray.get([r.reference_logps.remote([pairs[i] for i in shard]) for r, shard in zip(self.ranks, shards)])
+        for shard, logps in zip(shards, results):
+            for i, (chosen, rejected) in zip(shard, logps):
+                pairs[i].reference_logp_chosen, pairs[i].reference_logp_rejected = chosen, rejected
+        return time.perf_counter() - started
 
     def export_weights(self) -> ray.ObjectRef:
         """A reference to rank 0's weights in the object store; never pulled into the driver."""

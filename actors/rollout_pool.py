@@ -25,15 +25,7 @@ class RolloutPool:
 
     def generate(self, prompts: list[Prompt], iteration: int) -> tuple[list[Sample], dict]:
         """k samples per prompt, CLL-scored, in prompt order; plus generation numbers."""
-        n = len(self.workers)
-        # Contiguous slices keep a prompt's samples together and the output in prompt order.
-        bounds = [len(prompts) * i // n for i in range(n + 1)]
-        jobs = [
-            worker.generate.remote(prompts[bounds[i] : bounds[i + 1]], iteration)
-            for i, worker in enumerate(self.workers)
-            if bounds[i + 1] > bounds[i]
-        ]
-        results = ray.get(jobs)
+        results = self._spread("generate", prompts, iteration)
         samples = [sample for worker_samples, _ in results for sample in worker_samples]
         stats = [worker_stats for _, worker_stats in results]
         # Workers run in parallel, so the slowest one is the wall time.
@@ -46,6 +38,23 @@ class RolloutPool:
             "cll_seconds": max(s["cll_seconds"] for s in stats),
             "engine_scorer_logprob_max_diff": max(s["engine_scorer_logprob_max_diff"] for s in stats),
         }
+
+    def score(self, samples: list[Sample]) -> list[Sample]:
+        """Teacher-forced CLL and summed log-prob of given samples, spread over the workers, in order."""
+        return [sample for scored in self._spread("score", samples) for sample in scored]
+
+    def _spread(self, method: str, items: list, *args) -> list:
+        """Call `method` on every worker with one contiguous slice of `items` each; results in worker order."""
+        n = len(self.workers)
+        # Contiguous slices keep a prompt's samples together and the output in input order.
+        bounds = [len(items) * i // n for i in range(n + 1)]
+        return ray.get(
+            [
+                getattr(worker, method).remote(items[bounds[i] : bounds[i + 1]], *args)
+                for i, worker in enumerate(self.workers)
+                if bounds[i + 1] > bounds[i]
+            ]
+        )
 
     def shutdown(self) -> None:
         for worker in self.workers:

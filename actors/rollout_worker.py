@@ -36,10 +36,15 @@ def vllm_env_vars(spec: JobSpec) -> dict[str, str]:
     return env
 
 
+SEED_STRIDE = 4096  # more than any samples_per_prompt
+
+
 def sampling_seed(base_seed: int, iteration: int, prompt_index: int) -> int:
     # Per-request seeds make a sample independent of how prompts were batched
-    # or spread over workers.
-    return (base_seed * 1_000_003 + iteration * 10_007 + prompt_index) % (2**31)
+    # or spread over workers. vLLM seeds the n samples of a request with
+    # consecutive seeds, so neighbouring prompts' seeds are spaced apart:
+    # otherwise prompt i's 2nd sample would replay prompt i+1's 1st draw.
+    return (base_seed * 1_000_003 + iteration * 10_007 + prompt_index) * SEED_STRIDE % (2**31)
 
 
 class RolloutWorker:
@@ -111,6 +116,11 @@ class RolloutWorker:
             "cll_seconds": time.perf_counter() - started,
             "engine_scorer_logprob_max_diff": max_diff,
         }
+
+    def score(self, samples: list[Sample]) -> list[Sample]:
+        """CLL and summed log-prob of responses the engine did not generate (demonstrations), under these weights."""
+        self.scorer.score(samples)
+        return samples
 
     def load_weights(self, payload: bytes) -> None:
         self.llm.collective_rpc("hintflow_load_weights", args=(payload,))

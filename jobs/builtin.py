@@ -4,7 +4,8 @@
 here on the arithmetic prompts, saved as an ordinary HF folder (safetensors,
 config, tokenizer with a chat template), so every later step -- vLLM, DeepSpeed,
 checkpoint reload -- goes through exactly the code path a real model takes.
-`builtin:arithmetic` is a small set of "What is a + b?" prompts with answers.
+`builtin:arithmetic` is a small set of "What is a + b?" prompts with answers and
+one-line solutions (IRFT's demonstrations).
 """
 
 from __future__ import annotations
@@ -33,8 +34,18 @@ def arithmetic_rows(count: int = 64, seed: int = 0) -> list[dict]:
         a, b = rng.randint(0, 99), rng.randint(0, 99)
         op = rng.choice(["+", "-", "*"])
         answer = {"+": a + b, "-": a - b, "*": a * b}[op]
-        rows.append({"prompt": f"What is {a} {op} {b}?", "answer": str(answer)})
+        rows.append({"prompt": f"What is {a} {op} {b}?", "answer": str(answer), "solution": f"The answer is {answer}."})
     return rows
+
+
+def digit_share(prompt: str, response: str, row: dict) -> float:
+    """Share of the response's characters that are digits: a dense reward the untrained tiny model can climb.
+
+    The builtin preference configs pair it with the exact-answer verifier, which a random
+    model never satisfies: without a reward that varies between samples, every pair ties.
+    """
+    text = response.strip()
+    return sum(c.isdigit() for c in text) / len(text) if text else 0.0
 
 
 def _tokenizer_corpus() -> list[str]:

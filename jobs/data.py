@@ -13,7 +13,9 @@ from pathlib import Path
 
 from jobs import builtin
 from jobs.errors import DataError
-from jobs.spec import DataSpec, is_builtin
+from jobs.spec import REASONING_GYM_PREFIX, DataSpec, is_builtin, is_reasoning_gym
+
+REASONING_GYM_DEFAULT_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,8 @@ class Prompt:
     index: int  # row number in the dataset, for tracing a sample back to its source
     text: str  # after the chat template
     token_ids: tuple[int, ...]
-    row: dict  # the original row (answers, metadata) for verifiers later on
+    row: dict  # the original row (answers, metadata) for verifiers and reward functions
+    messages: tuple[dict, ...] = ()  # before the chat template: a reward model applies its own
 
 
 def _check_jsonl(path: Path) -> None:
@@ -44,6 +47,8 @@ def load_rows(spec: DataSpec) -> list[dict]:
         if spec.path != builtin.ARITHMETIC:
             raise DataError(f"data.path: unknown builtin {spec.path!r}; expected {builtin.ARITHMETIC!r}")
         rows = builtin.arithmetic_rows()
+    elif is_reasoning_gym(spec.path):
+        rows = _reasoning_gym_rows(spec)
     else:
         rows = _load_with_datasets(spec)
     if spec.max_prompts is not None:
@@ -51,6 +56,42 @@ def load_rows(spec: DataSpec) -> list[dict]:
     if not rows:
         raise DataError(f"data.path {spec.path!r}: split {spec.split!r} has no rows")
     return rows
+
+
+def _reasoning_gym_rows(spec: DataSpec) -> list[dict]:
+    """Procedurally generated problems: question, answer, metadata (with the task's own solution)."""
+    import reasoning_gym
+
+    task = spec.path.removeprefix(REASONING_GYM_PREFIX)
+    try:
+        dataset = reasoning_gym.create_dataset(task, size=spec.max_prompts or REASONING_GYM_DEFAULT_SIZE, seed=spec.seed)
+    except Exception as exc:  # an unknown task name is a ValueError; bad task options vary
+        raise DataError(f"data.path {spec.path!r}: reasoning-gym cannot create it ({type(exc).__name__}: {exc})") from None
+    return [dict(entry) for entry in dataset]
+
+
+def column_value(row: dict, column: str):
+    """row[column], where a dotted column reaches into nested dicts (metadata.answer_cot); None if absent."""
+    value = row
+    for key in column.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def response_text(row: dict, index: int, column: str) -> str:
+    """A non-empty response string: plain text, or the last message of a {role, content} list."""
+    value = column_value(row, column)
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        value = value[-1].get("content")
+    if value is None:
+        raise DataError(f"data row {index}: no column {column!r}; the row has columns {sorted(row)}")
+    if not isinstance(value, str):
+        raise DataError(f"data row {index}: column {column!r} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"data row {index}: column {column!r} is empty")
+    return value
 
 
 def _load_with_datasets(spec: DataSpec) -> list[dict]:
@@ -113,11 +154,11 @@ def _messages(row: dict, index: int, spec: DataSpec) -> list[dict]:
     return messages
 
 
-def render_prompt(row: dict, index: int, spec: DataSpec, tokenizer) -> tuple[str, list[int]]:
+def render_prompt(row: dict, index: int, spec: DataSpec, tokenizer) -> tuple[str, list[int], list[dict]]:
     messages = _messages(row, index, spec)
     if spec.chat_template == "none":
         text = "\n\n".join(m["content"] for m in messages)
-        return text, tokenizer(text).input_ids
+        return text, tokenizer(text).input_ids, messages
     template = None if spec.chat_template == "model" else spec.chat_template
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise DataError(
@@ -131,20 +172,37 @@ def render_prompt(row: dict, index: int, spec: DataSpec, tokenizer) -> tuple[str
     except Exception as exc:  # a user-supplied Jinja template can fail in many ways
         raise DataError(f"data row {index}: the chat template failed ({type(exc).__name__}: {exc})") from None
     # The template already wrote any special tokens it wants.
-    return text, tokenizer(text, add_special_tokens=False).input_ids
+    return text, tokenizer(text, add_special_tokens=False).input_ids, messages
 
 
 def load_prompts(spec: DataSpec, tokenizer, max_prompt_tokens: int) -> list[Prompt]:
     prompts = []
     for index, row in enumerate(load_rows(spec)):
-        text, token_ids = render_prompt(row, index, spec, tokenizer)
+        text, token_ids, messages = render_prompt(row, index, spec, tokenizer)
         if len(token_ids) > max_prompt_tokens:
             raise DataError(
                 f"data row {index}: the prompt is {len(token_ids)} tokens; at most {max_prompt_tokens} fit "
                 f"(model.max_model_len minus rollout.max_new_tokens)"
             )
-        prompts.append(Prompt(index=index, text=text, token_ids=tuple(token_ids), row=row))
+        prompts.append(Prompt(index=index, text=text, token_ids=tuple(token_ids), row=row, messages=tuple(messages)))
     return prompts
+
+
+def response_token_ids(text: str, tokenizer) -> list[int]:
+    """A written response as the model would have generated it: its tokens, then end-of-sequence."""
+    return tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+
+
+def check_columns(prompts: list[Prompt], columns: list[str], tokenizer, max_tokens: int) -> None:
+    """Every row has a non-empty response in each column, and prompt + response fits model.max_model_len."""
+    for prompt in prompts:
+        for column in columns:
+            tokens = response_token_ids(response_text(prompt.row, prompt.index, column), tokenizer)
+            if len(prompt.token_ids) + len(tokens) > max_tokens:
+                raise DataError(
+                    f"data row {prompt.index}: prompt + {column!r} is {len(prompt.token_ids) + len(tokens)} tokens; "
+                    f"at most {max_tokens} fit (model.max_model_len)"
+                )
 
 
 class PromptStream:

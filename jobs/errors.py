@@ -32,3 +32,7 @@ class ModelError(HintflowError):
 
 class TrainingError(HintflowError):
     kind = "training error"
+
+
+class RewardError(HintflowError):
+    kind = "reward error"

@@ -1,12 +1,18 @@
-"""The on-policy recipe: sample from the current policy, score with CLL, train, sync.
+"""The recipe: one loop, whose stages the spec's `algorithm` switches on or off.
 
     for each iteration:
         prompts  <- next batch of the dataset
         samples  <- k responses per prompt from the rollout workers (current weights),
-                    each scored with CLL under those same weights
-        train the learner group on the samples (loss: sft or idft)
+                    each scored with CLL and its summed log-prob under those same weights
+                    (irft: plus the prompts' demonstrations, scored the same way)
+        rewards  <- the reward actor scores every sample (when reward sources are set)
+        pairs    <- dpo/rpo: best vs worst by reward; irft: (demonstration, own generation);
+                    offline: the dataset's chosen/rejected, and no generation at all
+        reference log-probs, once per pair: the sampler's come with the samples,
+                    the initial model's from a frozen copy on the learners
+        train the learner group on the samples or the pairs
         push the new weights into every rollout engine, in place
-        record metrics and samples; checkpoint when due
+        record metrics, samples and pairs; checkpoint when due
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ from __future__ import annotations
 import time
 
 from actors.learner_group import LearnerGroup
+from actors.reward_actor import RewardScorer
 from actors.rollout_pool import RolloutPool
 from actors.weight_sync import make_weight_sync
 from jobs.data import Prompt, PromptStream
+from jobs.pairs import dataset_pairs, demonstration_samples, irft_pairs, online_pairs
 from jobs.progress import Progress
 from jobs.run_outputs import RunOutputs
 from jobs.spec import JobSpec
@@ -40,13 +48,33 @@ def cll_summary(samples) -> dict:
     }
 
 
-def run_onpolicy(spec: JobSpec, outputs: RunOutputs, model_path: str, prompts: list[Prompt], env_vars: dict) -> list[dict]:
+def demonstration_summary(demonstrations) -> dict:
+    """How far the dataset's own answers sit from the policy (CLL), and their log-likelihood under it."""
+    return {
+        "demonstration_cll_mean": mean([d.cll["avg_cll"] for d in demonstrations]),
+        "demonstration_logp_mean": mean([d.sequence_logp for d in demonstrations]),
+    }
+
+
+def run_onpolicy(
+    spec: JobSpec,
+    outputs: RunOutputs,
+    model_path: str,
+    prompts: list[Prompt],
+    env_vars: dict,
+    tokenizer,
+    reward_model_paths: dict[str, str],
+) -> list[dict]:
     progress = Progress(spec.iterations)
     stream = PromptStream(prompts, shuffle=spec.data.shuffle, seed=spec.seed)
+    prompts_by_index = {p.index: p for p in prompts}
     progress.note(f"{len(prompts)} prompts from {spec.data.path}")
 
-    progress.note(f"starting {spec.rollout.workers} rollout worker(s) and {spec.learner.ranks} learner rank(s)")
-    rollout = RolloutPool(spec, model_path, env_vars)
+    workers = f"{spec.rollout.workers} rollout worker(s), " if spec.uses_rollout else ""
+    progress.note(f"starting {workers}{spec.learner.ranks} learner rank(s)"
+                  + (" and the reward actor" if spec.reward.sources else ""))
+    rollout = RolloutPool(spec, model_path, env_vars) if spec.uses_rollout else None
+    rewards = RewardScorer(spec, reward_model_paths, env_vars) if spec.reward.sources else None
     learners = LearnerGroup(spec, model_path, env_vars)
     weight_sync = make_weight_sync(spec.sync)
 
@@ -54,29 +82,47 @@ def run_onpolicy(spec: JobSpec, outputs: RunOutputs, model_path: str, prompts: l
     history = []
     for iteration in range(spec.iterations):
         started = time.perf_counter()
-        progress.begin(iteration, "generating")
-        samples, generation = rollout.generate(stream.next_batch(spec.rollout.prompts_per_iteration), iteration)
-        outputs.write_samples(iteration, samples)
+        metrics: dict = {"iteration": iteration}
+        batch = stream.next_batch(spec.rollout.prompts_per_iteration)
 
-        progress.step(f"training on {len(samples)} samples")
-        training = learners.train(samples, iteration)
+        samples, demonstrations = [], []
+        progress.begin(iteration, "generating" if rollout else "pairing")
+        if rollout:
+            samples, generation = rollout.generate(batch, iteration)
+            metrics.update(cll_summary(samples), **generation)
+        if spec.algorithm == "irft":
+            demonstrations = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
+            metrics.update(demonstration_summary(demonstrations))
+        if rewards and samples:
+            progress.step(f"scoring {len(samples)} samples for reward")
+            metrics.update(rewards.score(samples, prompts_by_index))
+        if samples:
+            outputs.write_samples(iteration, samples + demonstrations)
 
-        progress.step("syncing weights")
-        sync_seconds = weight_sync.push(learners, rollout)
+        if spec.trains_on_pairs:
+            if spec.algorithm == "irft":
+                items, pairing = irft_pairs(demonstrations, samples)
+            elif spec.preference.source == "online":
+                items, pairing = online_pairs(samples, spec.preference)
+            else:
+                items, pairing = dataset_pairs(batch, spec.data, tokenizer, iteration)
+            metrics.update(pairing)
+            if spec.uses_initial_reference and items:
+                progress.step(f"reference log-probs of {len(items)} pairs")
+                metrics["reference_seconds"] = learners.fill_reference_logps(items)
+        else:
+            items = samples
 
-        metrics = {
-            "iteration": iteration,
-            "loss": training.pop("loss"),
-            **cll_summary(samples),
-            "gen_tokens_per_s": generation.pop("gen_tokens_per_s"),
-            "train_tokens_per_s": training.pop("train_tokens_per_s"),
-            "sync_seconds": sync_seconds,
-            **generation,
-            **training,
-            "samples": len(samples),
-            "data_epoch": stream.epoch,
-            "iteration_seconds": time.perf_counter() - started,
-        }
+        progress.step(f"training on {len(items)} {'pairs' if spec.trains_on_pairs else 'samples'}")
+        metrics.update(learners.train(items, iteration))
+        if spec.trains_on_pairs:
+            outputs.write_pairs(iteration, items)
+
+        if rollout:
+            progress.step("syncing weights")
+            metrics["sync_seconds"] = weight_sync.push(learners, rollout)
+
+        metrics.update(samples=len(samples), data_epoch=stream.epoch, iteration_seconds=time.perf_counter() - started)
         if (spec.checkpoint.every and (iteration + 1) % spec.checkpoint.every == 0) or iteration == spec.iterations - 1:
             progress.step("checkpointing")
             path = outputs.checkpoint_path(iteration)

@@ -5,6 +5,23 @@ from __future__ import annotations
 import sys
 import time
 
+# (metric, header, format): the columns of the summary and the progress line, shown when a run has them.
+COLUMNS = [
+    ("loss", "loss", "{:.4f}"),
+    ("cll_mean", "cll_mean", "{:+.4f}"),
+    ("reward_mean", "reward", "{:.3f}"),
+    ("pairs", "pairs", "{:d}"),
+    ("reward_accuracy", "pair acc", "{:.2f}"),
+    ("gen_tokens_per_s", "gen tok/s", "{:.0f}"),
+    ("train_tokens_per_s", "train tok/s", "{:.0f}"),
+    ("sync_seconds", "sync s", "{:.2f}"),
+]
+
+
+def formatted(metrics: dict, key: str, form: str) -> str:
+    value = metrics.get(key)
+    return "-" if value is None else form.format(value)
+
 
 class Progress:
     def __init__(self, iterations: int, stream=sys.stdout):
@@ -26,30 +43,28 @@ class Progress:
         self.note(f"iteration {self.iteration + 1}/{self.iterations}: {phase}")
 
     def end(self, metrics: dict) -> None:
-        self.note(
-            f"iteration {self.iteration + 1}/{self.iterations} done in {metrics['iteration_seconds']:.1f}s: "
-            f"loss {metrics['loss']:.4f}  cll {metrics['cll_mean']:+.4f}  "
-            f"gen {metrics['gen_tokens_per_s']:.0f} tok/s  train {metrics['train_tokens_per_s']:.0f} tok/s  "
-            f"sync {metrics['sync_seconds']:.2f}s"
+        shown = "  ".join(
+            f"{header} {formatted(metrics, key, form)}" for key, header, form in COLUMNS if key in metrics
         )
+        self.note(f"iteration {self.iteration + 1}/{self.iterations} done in {metrics['iteration_seconds']:.1f}s: {shown}")
 
 
 def summary(name: str, history: list[dict], output_dir: str, seconds: float) -> str:
+    columns = [(key, header, form) for key, header, form in COLUMNS if any(key in m for m in history)]
+    widths = [max(9, len(header)) for _, header, _ in columns]
     lines = [
         "",
         f"hintflow job '{name}' finished {len(history)} iteration(s) in {seconds:.1f}s",
-        f"  {'iter':>4}  {'loss':>9}  {'cll_mean':>9}  {'gen tok/s':>9}  {'train tok/s':>11}  {'sync s':>7}",
+        f"  {'iter':>4}  " + "  ".join(f"{header:>{w}}" for (_, header, _), w in zip(columns, widths)),
     ]
     for m in history:
-        lines.append(
-            f"  {m['iteration']:>4}  {m['loss']:>9.4f}  {m['cll_mean']:>+9.4f}  {m['gen_tokens_per_s']:>9.0f}  "
-            f"{m['train_tokens_per_s']:>11.0f}  {m['sync_seconds']:>7.2f}"
-        )
+        cells = [f"{formatted(m, key, form):>{w}}" for (key, _, form), w in zip(columns, widths)]
+        lines.append(f"  {m['iteration']:>4}  " + "  ".join(cells))
     checkpoint = next((m["checkpoint"] for m in reversed(history) if "checkpoint" in m), None)
-    lines += [
-        f"  outputs     {output_dir}",
-        "  metrics     metrics.jsonl   samples  samples/iter-N.jsonl   spec  spec.yaml",
-    ]
+    files = "metrics.jsonl   samples  samples/iter-N.jsonl   spec  spec.yaml"
+    if any("pairs" in m for m in history):
+        files += "   pairs  pairs/iter-N.jsonl"
+    lines += [f"  outputs     {output_dir}", f"  metrics     {files}"]
     if checkpoint:
         lines.append(f"  checkpoint  {checkpoint}  (HF format: transformers and vLLM load it)")
     return "\n".join(lines)

@@ -43,23 +43,27 @@ def resolve_model(spec: JobSpec, outputs) -> str:
         if path != builtin.TINY_LLAMA:
             raise ModelError(f"model.path: unknown builtin {path!r}; expected {builtin.TINY_LLAMA!r}")
         return str(builtin.build_tiny_llama(outputs.dir / "builtin" / "tiny-llama", seed=spec.seed))
+    return resolve_model_path(path, "model.path")
+
+
+def resolve_model_path(path: str, field: str) -> str:
+    """A local HF folder as it is, or a hub id fetched once here so every actor finds it in the local cache."""
     local = Path(path).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise ModelError(f"model.path: {path!r} has no config.json; expected a Hugging Face model folder")
+            raise ModelError(f"{field}: {path!r} has no config.json; expected a Hugging Face model folder")
         return str(local.resolve())
     if path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise ModelError(
-            f"model.path: {path!r} does not exist; expected a local model folder, a hub id like "
+            f"{field}: {path!r} does not exist; expected a local model folder, a hub id like "
             f"'HuggingFaceTB/SmolLM2-135M-Instruct', or {builtin.TINY_LLAMA!r}"
         )
-    # A hub id: resolve it once here so every actor finds it in the local cache.
     try:
         from huggingface_hub import snapshot_download
 
         return snapshot_download(path)
     except Exception as exc:
-        raise ModelError(f"model.path: cannot fetch hub model {path!r} ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"{field}: cannot fetch hub model {path!r} ({type(exc).__name__}: {exc})") from None
 
 
 def load_tokenizer(model_path: str):
@@ -95,16 +99,18 @@ def check_cluster_fits(spec: JobSpec) -> None:
     import ray
 
     have = ray.cluster_resources()
-    for resource, per_worker, per_rank in (
-        ("GPU", spec.rollout.gpus_per_worker, spec.learner.gpus_per_rank),
-        ("CPU", spec.rollout.cpus_per_worker, spec.learner.cpus_per_rank),
+    for resource, per_worker, per_rank, reward in (
+        ("GPU", spec.rollout.gpus_per_worker, spec.learner.gpus_per_rank, spec.reward.gpus),
+        ("CPU", spec.rollout.cpus_per_worker, spec.learner.cpus_per_rank, spec.reward.cpus),
     ):
-        need = spec.rollout.workers * per_worker + spec.learner.ranks * per_rank
+        workers = spec.rollout.workers if spec.uses_rollout else 0
+        need = workers * per_worker + spec.learner.ranks * per_rank + (reward if spec.reward.sources else 0)
         if need > have.get(resource, 0):
             kind = resource.lower()
             raise SpecError(
                 f"the job needs {need:g} {resource}s (rollout.workers x rollout.{kind}s_per_worker + "
-                f"learner.ranks x learner.{kind}s_per_rank) but the Ray cluster has {have.get(resource, 0):g}"
+                f"learner.ranks x learner.{kind}s_per_rank + reward.{kind}s) but the Ray cluster has "
+                f"{have.get(resource, 0):g}"
             )
 
 
@@ -124,10 +130,20 @@ def unwrap_user_error(exc: BaseException) -> HintflowError | None:
     return None
 
 
+def written_response_columns(spec: JobSpec) -> list[str]:
+    """The columns whose responses the job trains on or scores as written."""
+    if spec.algorithm == "irft":
+        return [spec.data.solution_column]
+    if spec.trains_on_pairs and spec.preference.source == "dataset":
+        return [spec.data.chosen_column, spec.data.rejected_column]
+    return []
+
+
 def run(spec: JobSpec, output_dir: str, actor_logs: bool = False) -> list[dict]:
     import ray
 
-    from jobs.data import load_prompts
+    from actors.reward_sources import check_reward_sources
+    from jobs.data import check_columns, load_prompts
     from jobs.onpolicy import run_onpolicy
     from jobs.run_outputs import RunOutputs
 
@@ -136,12 +152,17 @@ def run(spec: JobSpec, output_dir: str, actor_logs: bool = False) -> list[dict]:
     spec.output_dir = str(outputs.dir)
     outputs.save_spec(spec)
     model_path = resolve_model(spec, outputs)
-    # Every row is checked before any actor starts: bad data fails in seconds.
-    prompts = load_prompts(spec.data, load_tokenizer(model_path), spec.max_prompt_tokens)
+    # Every row, reward source and model path is checked before any actor starts: bad input fails in seconds.
+    tokenizer = load_tokenizer(model_path)
+    prompts = load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)
+    check_columns(prompts, written_response_columns(spec), tokenizer, spec.model.max_model_len)
+    reward_model_paths = check_reward_sources(spec, prompts, resolve_model_path)
     start_ray(actor_logs)
     try:
         check_cluster_fits(spec)
-        history = run_onpolicy(spec, outputs, model_path, prompts, actor_env_vars(spec))
+        history = run_onpolicy(
+            spec, outputs, model_path, prompts, actor_env_vars(spec), tokenizer, reward_model_paths
+        )
     finally:
         ray.shutdown()
     print(summary(spec.name, history, str(outputs.dir), time.perf_counter() - started), flush=True)

@@ -2,7 +2,8 @@
 
     DIR/spec.yaml                 the resolved spec (defaults filled in)
     DIR/metrics.jsonl             one JSON object per iteration, flushed as it happens
-    DIR/samples/iter-N.jsonl      every sample of iteration N with its CLL (and later rewards)
+    DIR/samples/iter-N.jsonl      every sample of iteration N with its CLL and rewards
+    DIR/pairs/iter-N.jsonl        every preference pair of iteration N with its reference and policy log-probs
     DIR/checkpoints/iter-N/       HF folder: safetensors, config, tokenizer
     DIR/checkpoints/latest        name of the newest complete checkpoint
 
@@ -17,7 +18,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from actors.batching import Sample
+from actors.batching import Pair, Sample
 from jobs.spec import JobSpec
 
 
@@ -31,6 +32,7 @@ class RunOutputs:
     def __init__(self, directory: str | Path):
         self.dir = Path(directory).resolve()
         self.samples_dir = self.dir / "samples"
+        self.pairs_dir = self.dir / "pairs"
         self.checkpoints_dir = self.dir / "checkpoints"
         self.metrics_path = self.dir / "metrics.jsonl"
         for folder in (self.dir, self.samples_dir, self.checkpoints_dir):
@@ -52,6 +54,12 @@ class RunOutputs:
     def write_samples(self, iteration: int, samples: list[Sample]) -> Path:
         path = self.samples_dir / f"iter-{iteration}.jsonl"
         write_atomically(path, "".join(json.dumps(asdict(s)) + "\n" for s in samples))
+        return path
+
+    def write_pairs(self, iteration: int, pairs: list[Pair]) -> Path:
+        self.pairs_dir.mkdir(exist_ok=True)
+        path = self.pairs_dir / f"iter-{iteration}.jsonl"
+        write_atomically(path, "".join(json.dumps(asdict(p)) + "\n" for p in pairs))
         return path
 
     def checkpoint_path(self, iteration: int) -> Path:

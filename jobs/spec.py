@@ -9,7 +9,7 @@ expected. The resolved spec (defaults filled in) is saved with every run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from jobs.errors import SpecError
 
 BUILTIN_PREFIX = "builtin:"
+REASONING_GYM_PREFIX = "reasoning-gym:"
+PREFERENCE_ALGORITHMS = ("dpo", "rpo", "irft")
 
 
 class Section(BaseModel):
@@ -46,8 +48,22 @@ class DataSpec(Section):
         "model",
         description="'model': the tokenizer's own template; 'none': the raw prompt text; otherwise a Jinja template.",
     )
+    answer_column: str = Field(
+        "answer", min_length=1, description="Gold final answers, read by the math_answer reward."
+    )
+    solution_column: str = Field(
+        "solution",
+        min_length=1,
+        description="Reference solutions (IRFT's demonstrations); a dotted path reaches into a nested "
+        "column, e.g. metadata.answer_cot for reasoning-gym.",
+    )
+    chosen_column: str = Field("chosen", min_length=1, description="Preferred responses (preference.source: dataset).")
+    rejected_column: str = Field("rejected", min_length=1, description="Dispreferred responses (preference.source: dataset).")
     shuffle: bool = True
-    max_prompts: Optional[int] = Field(None, gt=0, description="Use only the first N rows.")
+    max_prompts: Optional[int] = Field(
+        None, gt=0, description="Use only the first N rows (for reasoning-gym: generate N problems, default 1000)."
+    )
+    seed: int = Field(0, description="Seed of generated data (reasoning-gym); another seed gives held-out problems.")
 
 
 class EngineSpec(Section):
@@ -97,6 +113,27 @@ class IDFTSpec(Section):
         return self
 
 
+class DPOSpec(Section):
+    """ALGORITHMS.md section 4. The DPO term of rpo and irft uses beta and the sigmoid loss."""
+
+    loss: Literal["sigmoid", "robust", "ipo", "simpo"] = Field(
+        "sigmoid", description="sigmoid (DPO; cDPO with label_smoothing > 0), robust, ipo, or simpo (reference-free)."
+    )
+    beta: float = Field(0.1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cDPO / robust DPO noise rate epsilon.")
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO target reward margin.")
+
+
+class RPOSpec(Section):
+    """ALGORITHMS.md section 5: L_DPO + eta * L_SFT(chosen)."""
+
+    eta: float = Field(0.005, ge=0)
+    form: Literal["cumulative", "average"] = Field(
+        "cumulative",
+        description="cumulative: -beta * summed chosen log-prob (main paper); average: per-token mean NLL (appendix).",
+    )
+
+
 class TrainSpec(Section):
     lr: float = Field(6e-5, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -108,6 +145,8 @@ class TrainSpec(Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     epochs_per_iteration: int = Field(1, ge=1, description="Passes over each iteration's samples.")
     idft: IDFTSpec = Field(default_factory=IDFTSpec)
+    dpo: DPOSpec = Field(default_factory=DPOSpec)
+    rpo: RPOSpec = Field(default_factory=RPOSpec)
 
 
 class SyncSpec(Section):
@@ -115,6 +154,117 @@ class SyncSpec(Section):
         "object_store",
         description="How learner weights reach the rollout engines. object_store: safetensors bytes "
         "through the Ray object store into a vLLM worker extension (works on CPU and GPU).",
+    )
+
+
+class RewardSource(Section):
+    name: Optional[str] = Field(None, description="Key in Sample.rewards; defaults to the kind.")
+    weight: float = Field(1.0, description="Weight of this source in the total reward.")
+
+    @property
+    def key(self) -> str:
+        return self.name or self.kind
+
+
+class MathAnswerReward(RewardSource):
+    """1 if the response's final answer equals data.answer_column, else 0 (actors/math_verifier.py)."""
+
+    kind: Literal["math_answer"]
+
+
+class ReasoningGymReward(RewardSource):
+    """The reasoning-gym task's own scorer; the data must come from reasoning-gym:<task>."""
+
+    kind: Literal["reasoning_gym"]
+
+
+class RewardModelReward(RewardSource):
+    """A transformers sequence-classification model: the first logit is the reward."""
+
+    kind: Literal["reward_model"]
+    path: str = Field(..., min_length=1, description="Local HF folder or hub id.")
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(1024, gt=8, description="Tokens per scored conversation; longer ones are truncated.")
+
+
+class FunctionReward(RewardSource):
+    """Your own reward: `module:function`, called as function(prompt=..., response=..., row=...) -> float."""
+
+    kind: Literal["function"]
+    function: str = Field(..., description="module.path:function_name, importable by the driver and the reward actor")
+
+    @model_validator(mode="after")
+    def _module_colon_function(self) -> "FunctionReward":
+        import re
+
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.function):
+            raise ValueError(f"function must look like 'package.module:function_name' (got {self.function!r})")
+        return self
+
+
+class LengthPenalty(RewardSource):
+    """-(response tokens beyond free_tokens) / rollout.max_new_tokens: 0 for a short answer, -1 at the limit."""
+
+    kind: Literal["length_penalty"]
+    free_tokens: int = Field(0, ge=0)
+
+
+class FormatReward(RewardSource):
+    """1 if the response matches the regular expression, else 0."""
+
+    kind: Literal["format"]
+    pattern: str = Field(r"\\boxed\{.+\}|[Tt]he (final )?answer is", min_length=1)
+
+    @model_validator(mode="after")
+    def _compiles(self) -> "FormatReward":
+        import re
+
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression ({exc})") from None
+        return self
+
+
+RewardSourceSpec = Annotated[
+    Union[MathAnswerReward, ReasoningGymReward, RewardModelReward, FunctionReward, LengthPenalty, FormatReward],
+    Field(discriminator="kind"),
+]
+
+
+class RewardSpec(Section):
+    """The reward actor: one Ray actor holding every configured source."""
+
+    sources: list[RewardSourceSpec] = Field(default_factory=list)
+    cpus: float = Field(0.25, ge=0)
+    gpus: float = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "RewardSpec":
+        keys = [s.key for s in self.sources]
+        for key in keys:
+            if keys.count(key) > 1 or key == "total":
+                raise ValueError(f"two reward sources are named {key!r} (or one is named 'total'); give each a distinct name")
+        return self
+
+
+class PreferenceSpec(Section):
+    """Where pairs and their reference log-probs come from (ALGORITHMS.md sections 4-6)."""
+
+    source: Literal["online", "dataset"] = Field(
+        "online",
+        description="online: k samples per prompt from the current policy, scored by the reward actor; "
+        "dataset: prompt/chosen/rejected columns, no rollout (offline DPO).",
+    )
+    pairs: Literal["best_vs_worst", "all_above_margin"] = "best_vs_worst"
+    min_margin: float = Field(
+        0.0, ge=0, description="A pair needs chosen reward - rejected reward > min_margin; ties are always dropped."
+    )
+    reference: Optional[Literal["initial", "sampler"]] = Field(
+        None,
+        description="initial: the frozen starting model (a copy on each learner rank); sampler: the weights that "
+        "generated the samples (scored by the rollout workers' replica at no extra cost). "
+        "Default: sampler for irft, initial otherwise.",
     )
 
 
@@ -126,8 +276,10 @@ class JobSpec(Section):
     name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     iterations: int = Field(3, ge=1)
-    algorithm: Literal["sft", "idft"] = Field(
-        "idft", description="Selects the loss and the data flow (on-policy samples scored with CLL)."
+    algorithm: Literal["sft", "idft", "dpo", "rpo", "irft"] = Field(
+        "idft",
+        description="sft/idft: train on on-policy samples; dpo/rpo: train on preference pairs; "
+        "irft: pairs of (demonstration, own generation), stage by stage.",
     )
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -135,14 +287,17 @@ class JobSpec(Section):
     learner: LearnerSpec = Field(default_factory=LearnerSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     sync: SyncSpec = Field(default_factory=SyncSpec)
+    reward: RewardSpec = Field(default_factory=RewardSpec)
+    preference: PreferenceSpec = Field(default_factory=PreferenceSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     output_dir: Optional[str] = Field(None, description="Defaults to runs/<name>; --output-dir overrides.")
 
     @model_validator(mode="after")
     def _batches_tile_the_samples(self) -> "JobSpec":
         # Every rank must run the same number of micro-batches, or the
-        # gradient all-reduce of the last step waits forever.
-        if self.samples_per_iteration % self.samples_per_optimizer_step:
+        # gradient all-reduce of the last step waits forever. Pair counts vary
+        # with ties, so the learner group trims pairs instead (LearnerGroup.train).
+        if not self.trains_on_pairs and self.samples_per_iteration % self.samples_per_optimizer_step:
             raise ValueError(
                 f"rollout.prompts_per_iteration x rollout.samples_per_prompt "
                 f"(= {self.samples_per_iteration} samples per iteration) must be a multiple of "
@@ -160,6 +315,47 @@ class JobSpec(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _preference_setup(self) -> "JobSpec":
+        preference = self.preference
+        if preference.reference is None:
+            preference.reference = "sampler" if self.algorithm == "irft" else "initial"
+        if not self.trains_on_pairs:
+            return self
+        if self.algorithm == "irft":
+            if preference.source != "online":
+                raise ValueError("algorithm irft regenerates its pairs every stage; preference.source must be 'online'")
+            if preference.reference != "sampler":
+                raise ValueError("algorithm irft compares against the previous stage's policy; preference.reference must be 'sampler'")
+        elif preference.source == "online":
+            if self.rollout.samples_per_prompt < 2:
+                raise ValueError(
+                    f"online {self.algorithm} pairs samples of the same prompt; rollout.samples_per_prompt must be "
+                    f"at least 2 (got {self.rollout.samples_per_prompt})"
+                )
+            if not self.reward.sources:
+                raise ValueError(f"online {self.algorithm} ranks samples by reward; reward.sources is empty")
+        elif preference.reference == "sampler":
+            raise ValueError("preference.source 'dataset' has no sampler policy; preference.reference must be 'initial'")
+        if self.algorithm == "rpo" and self.train.dpo.loss != "sigmoid":
+            raise ValueError("algorithm rpo adds its SFT term to the sigmoid DPO loss; train.dpo.loss must be 'sigmoid'")
+        return self
+
+    @property
+    def trains_on_pairs(self) -> bool:
+        return self.algorithm in PREFERENCE_ALGORITHMS
+
+    @property
+    def uses_rollout(self) -> bool:
+        """False only for offline preference training, which needs no generation and no weight sync."""
+        return not (self.trains_on_pairs and self.preference.source == "dataset")
+
+    @property
+    def uses_initial_reference(self) -> bool:
+        return self.trains_on_pairs and self.preference.reference == "initial" and not (
+            self.algorithm == "dpo" and self.train.dpo.loss == "simpo"
+        )
+
     @property
     def samples_per_iteration(self) -> int:
         return self.rollout.prompts_per_iteration * self.rollout.samples_per_prompt
@@ -174,16 +370,45 @@ class JobSpec(Section):
         return self.train.micro_batch_size * self.train.gradient_accumulation_steps * self.learner.ranks
 
     @property
+    def items_per_iteration(self) -> int:
+        """Samples, or for pair algorithms the most pairs an iteration can make (ties make fewer)."""
+        if not self.trains_on_pairs or self.preference.source == "dataset":
+            return self.samples_per_iteration if not self.trains_on_pairs else self.rollout.prompts_per_iteration
+        if self.algorithm == "irft":
+            return self.samples_per_iteration
+        k = self.rollout.samples_per_prompt
+        per_prompt = 1 if self.preference.pairs == "best_vs_worst" else k * (k - 1) // 2
+        return self.rollout.prompts_per_iteration * per_prompt
+
+    @property
     def optimizer_steps_per_iteration(self) -> int:
-        return self.samples_per_iteration // self.samples_per_optimizer_step * self.train.epochs_per_iteration
+        """Exact for samples; an upper bound for pairs (what the LR schedule is laid out over)."""
+        steps = max(1, -(-self.items_per_iteration // self.samples_per_optimizer_step))
+        return steps * self.train.epochs_per_iteration
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+# Pydantic puts a discriminated union's tag into the error location
+# (reward.sources[0].function.weight); users wrote no such key, so it is dropped.
+REWARD_SOURCES_BY_KIND = {
+    model.model_fields["kind"].annotation.__args__[0]: model
+    for model in (MathAnswerReward, ReasoningGymReward, RewardModelReward, FunctionReward, LengthPenalty, FormatReward)
+}
+
+
+def _user_location(loc: tuple) -> tuple:
+    return tuple(
+        item
+        for position, item in enumerate(loc)
+        if not (position and isinstance(loc[position - 1], int) and item in REWARD_SOURCES_BY_KIND)
+    )
+
+
 def _format_location(loc: tuple) -> str:
     parts: list[str] = []
-    for item in loc:
+    for item in _user_location(loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
         else:
@@ -193,12 +418,20 @@ def _format_location(loc: tuple) -> str:
 
 def _allowed_fields(loc: tuple) -> list[str]:
     model: Any = JobSpec
-    for item in loc[:-1]:
-        field = model.model_fields.get(item) if isinstance(item, str) else None
+    for position, item in enumerate(loc[:-1]):
+        if isinstance(item, int):
+            continue
+        if position and isinstance(loc[position - 1], int) and item in REWARD_SOURCES_BY_KIND:
+            model = REWARD_SOURCES_BY_KIND[item]
+            continue
+        field = model.model_fields.get(item)
         annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif field is not None and item == "sources":
+            continue  # a list of reward sources: the tag that follows picks the model
+        else:
             return []
-        model = annotation
     return list(model.model_fields)
 
 
@@ -213,6 +446,8 @@ def _describe(error: dict) -> str:
             return f"{_format_location(error['loc'][:-1])}: too few items (item [{error['loc'][-1]}] is missing)"
         return f"{where}: required field is missing"
     message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return message  # a check across fields names its fields itself
     if error["loc"] and "input" in error and not isinstance(error["input"], dict):
         return f"{where}: {message} (got {error['input']!r})"
     return f"{where}: {message}"
@@ -268,3 +503,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> JobSpec:
 
 def is_builtin(path: str) -> bool:
     return path.startswith(BUILTIN_PREFIX)
+
+
+def is_reasoning_gym(path: str) -> bool:
+    return path.startswith(REASONING_GYM_PREFIX)

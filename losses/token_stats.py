@@ -60,3 +60,14 @@ def response_token_stats(
         entropy = -(logp_all.exp() * logp_all).sum(-1)
 
     return TokenStats(logprobs=logprobs, entropy=entropy, mask=mask)
+
+
+def sequence_logps(stats: TokenStats) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-prob and response length of each sequence.
+
+    Returns:
+        logps: [B] fp32, sum of log p over response tokens (grad flows if it did into stats).
+        num_tokens: [B] fp32, number of response tokens.
+    """
+    logps = torch.where(stats.mask, stats.logprobs, torch.zeros_like(stats.logprobs)).sum(-1)
+    return logps, stats.mask.float().sum(-1)

@@ -15,7 +15,7 @@ MALFORMED = {
     "unknown nested key": ("train:\n  lrr: 0.1\n", ["train.lrr", "unknown field", "lr"]),
     "wrong type": ("rollout:\n  workers: two\n", ["rollout.workers", "integer", "'two'"]),
     "out of range": ("rollout:\n  temperature: -1\n", ["rollout.temperature", "greater than or equal to 0"]),
-    "bad choice": ("algorithm: ppo\n", ["algorithm", "'sft' or 'idft'", "'ppo'"]),
+    "bad choice": ("algorithm: ppo\n", ["algorithm", "'rpo' or 'irft'", "'ppo'"]),
     "zero stage 3": ("learner:\n  zero_stage: 3\n", ["learner.zero_stage", "0, 1 or 2"]),
     "section is not a mapping": ("train: fast\n", ["train", "valid dictionary"]),
     "gamma range": ("train:\n  idft:\n    gamma_min: 3\n", ["train.idft", "gamma_min (3.0) must not exceed gamma_max"]),

@@ -1,0 +1,79 @@
+"""The loss each `algorithm` trains with, on its batch shape: samples or pairs.
+
+The learner calls one of these per micro-batch; the formulas live in `losses/`.
+Every returned metric that is a 0-dim tensor is averaged into the iteration's
+metrics (weighted by tokens for sample losses, by pairs for pair losses);
+[B] tensors such as `per_pair_loss` are per-item records.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from jobs.spec import JobSpec
+from losses.cll import centered_log_likelihood
+from losses.dpo import dpo_loss
+from losses.idft import idft_lambda, idft_loss
+from losses.ipo import ipo_loss
+from losses.rpo import rpo_loss
+from losses.sft import sft_loss
+from losses.simpo import simpo_loss
+from losses.token_stats import TokenStats
+
+
+def sample_objective(spec: JobSpec, stats: TokenStats, progress: float) -> tuple[torch.Tensor, dict]:
+    """sft or idft on [B, T] token stats; `progress` is the fraction of training done (IDFT's lambda)."""
+    if spec.algorithm == "idft":
+        idft = spec.train.idft
+        return idft_loss(
+            stats.logprobs,
+            centered_log_likelihood(stats),
+            stats.mask,
+            beta=idft.beta,
+            gamma_min=idft.gamma_min,
+            gamma_max=idft.gamma_max,
+            lam=idft_lambda(progress, idft.warmup_ratio, idft.transition_ratio),
+        )
+    return sft_loss(stats.logprobs, stats.mask)
+
+
+def pair_objective(
+    spec: JobSpec,
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor | None,
+    reference_rejected: torch.Tensor | None,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+) -> tuple[torch.Tensor, dict]:
+    """dpo (and its variants), rpo or irft on [B] summed log-probs of the chosen and rejected responses."""
+    dpo = spec.train.dpo
+    if spec.algorithm == "rpo":
+        rpo = spec.train.rpo
+        loss, metrics = rpo_loss(
+            policy_chosen, policy_rejected, reference_chosen, reference_rejected, chosen_tokens,
+            beta=dpo.beta, eta=rpo.eta, form=rpo.form,
+        )
+    elif spec.algorithm == "irft" or dpo.loss in ("sigmoid", "robust"):
+        # IRFT's stage loss is the sigmoid DPO loss against the previous stage's policy (ALGORITHMS.md section 6).
+        loss, metrics = dpo_loss(
+            policy_chosen, policy_rejected, reference_chosen, reference_rejected,
+            beta=dpo.beta, label_smoothing=dpo.label_smoothing, robust=dpo.loss == "robust",
+        )
+    elif dpo.loss == "ipo":
+        loss, metrics = ipo_loss(
+            policy_chosen, policy_rejected, reference_chosen, reference_rejected, chosen_tokens, rejected_tokens,
+            beta=dpo.beta,
+        )
+    else:
+        loss, metrics = simpo_loss(
+            policy_chosen, policy_rejected, chosen_tokens, rejected_tokens, beta=dpo.beta, gamma=dpo.simpo_gamma
+        )
+    with torch.no_grad():
+        metrics["chosen_nll"] = (-policy_chosen / chosen_tokens.clamp(min=1)).mean()
+        if reference_chosen is not None:
+            # Sequence-level k1 estimate of KL(policy || reference) on the paired responses, at training time.
+            metrics["kl_to_reference"] = torch.cat(
+                [policy_chosen - reference_chosen, policy_rejected - reference_rejected]
+            ).mean()
+    return loss, metrics

@@ -1,0 +1,73 @@
+"""The reward actor: every configured reward source in one Ray actor, scoring in batches.
+
+It writes one entry per source into `Sample.rewards`, plus the weighted
+"total" that pairs are ranked by. It has its own CPUs/GPUs (`reward.cpus`,
+`reward.gpus`), so a reward model does not compete with the engines or the
+learners for memory.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ray
+
+from actors.batching import Sample
+from actors.reward_sources import ScoringRequest, combine, make_source
+from jobs.data import Prompt
+from jobs.spec import JobSpec
+
+SCORE_TIMEOUT_S = 1800
+
+
+class RewardActor:
+    def __init__(self, spec: JobSpec, model_paths: dict[str, str]):
+        device = "cuda" if spec.reward.gpus > 0 else "cpu"
+        self.sources = {s.key: make_source(s, spec, model_paths, device) for s in spec.reward.sources}
+        self.weights = {s.key: s.weight for s in spec.reward.sources}
+
+    def score(self, requests: list[ScoringRequest]) -> list[dict[str, float]]:
+        per_source = {key: source.score(requests) for key, source in self.sources.items()}
+        return combine(per_source, self.weights, [r.label for r in requests])
+
+
+def scoring_requests(samples: list[Sample], prompts_by_index: dict[int, Prompt]) -> list[ScoringRequest]:
+    requests, seen = [], {}
+    for sample in samples:
+        prompt = prompts_by_index[sample.prompt_index]
+        # k-th sample of this prompt in this batch, to name it in errors.
+        nth = seen[sample.prompt_index] = seen.get(sample.prompt_index, -1) + 1
+        requests.append(
+            ScoringRequest(
+                label=f"iteration {sample.iteration}, data row {sample.prompt_index}, sample {nth} ({sample.source})",
+                prompt=sample.prompt,
+                messages=list(prompt.messages),
+                response=sample.response,
+                response_tokens=len(sample.response_token_ids),
+                row=prompt.row,
+            )
+        )
+    return requests
+
+
+class RewardScorer:
+    """The driver's handle on the reward actor."""
+
+    def __init__(self, spec: JobSpec, model_paths: dict[str, str], env_vars: dict[str, str]):
+        self.actor = (
+            ray.remote(RewardActor)
+            .options(num_cpus=spec.reward.cpus, num_gpus=spec.reward.gpus, runtime_env={"env_vars": env_vars})
+            .remote(spec, model_paths)
+        )
+
+    def score(self, samples: list[Sample], prompts_by_index: dict[int, Prompt]) -> dict:
+        """Fill `rewards` of every sample; return the iteration's reward numbers."""
+        started = time.perf_counter()
+        rewards = ray.get(self.actor.score.remote(scoring_requests(samples, prompts_by_index)), timeout=SCORE_TIMEOUT_S)
+        for sample, entry in zip(samples, rewards):
+            sample.rewards = entry
+        metrics = {"reward_seconds": time.perf_counter() - started}
+        for key in rewards[0] if rewards else ():
+            name = "reward_mean" if key == "total" else f"reward_{key}_mean"
+            metrics[name] = sum(entry[key] for entry in rewards) / len(rewards)
+        return metrics
