@@ -79,3 +79,24 @@ def vllm_prompt_logprobs(model_dir: str | Path, token_ids: list[int], timeout: f
     lines = [line for line in result.stdout.splitlines() if line.startswith("LOGPROBS=")]
     assert result.returncode == 0 and lines, f"vLLM failed to load {model_dir}:\n{result.stderr[-3000:]}"
     return json.loads(lines[-1].removeprefix("LOGPROBS="))
+
+
+def independent_token_stats(model, prompt_ids: list[int], response_ids: list[int]) -> list[tuple[float, float]]:
+    """(log p_t, H_t) of each response token from full logits, in float64, written apart from losses/."""
+    import torch
+
+    ids = torch.tensor([list(prompt_ids) + list(response_ids)])
+    with torch.no_grad():
+        logits = model(ids).logits[0].double()
+    values = []
+    for position in range(len(prompt_ids), ids.shape[1]):
+        log_dist = torch.log_softmax(logits[position - 1], dim=-1)
+        entropy = -(log_dist.exp() * log_dist).sum()
+        values.append((float(log_dist[ids[0, position]]), float(entropy)))
+    return values
+
+
+def read_jsonl(path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]

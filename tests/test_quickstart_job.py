@@ -6,14 +6,13 @@ tests below; each checks one promise the outputs make.
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import run_cli, vllm_prompt_logprobs
+from tests.conftest import independent_token_stats, read_jsonl, run_cli, vllm_prompt_logprobs
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +26,6 @@ def quickstart_run(tmp_path_factory):
     result = run_cli("configs/quickstart.yaml", "--output-dir", str(out), "--set", "checkpoint.every=1")
     assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return out, result
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_shape_of_the_run(quickstart_run):
@@ -92,16 +87,8 @@ def test_checkpoint_loads_in_transformers_and_vllm_with_equal_logprobs(quickstar
 
 
 def independent_token_cll(model, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
-    """phi_t = log p_t + H_t from full logits, in float64, written apart from losses/."""
-    ids = torch.tensor([prompt_ids + response_ids])
-    with torch.no_grad():
-        logits = model(ids).logits[0].double()
-    values = []
-    for position in range(len(prompt_ids), ids.shape[1]):
-        log_dist = torch.log_softmax(logits[position - 1], dim=-1)
-        entropy = -(log_dist.exp() * log_dist).sum()
-        values.append(float(log_dist[ids[0, position]] + entropy))
-    return values
+    """phi_t = log p_t + H_t from full logits, in float64."""
+    return [logp + entropy for logp, entropy in independent_token_stats(model, prompt_ids, response_ids)]
 
 
 @pytest.mark.parametrize("iteration", [0, 1])
