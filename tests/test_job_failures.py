@@ -70,3 +70,82 @@ def test_resources_the_cluster_lacks_fail_fast(tmp_path):
                      "--set", "learner.gpus_per_rank=1", timeout=300)
     assert result.returncode == 2
     assert_one_line(result, "spec error: ", "needs 2 GPUs", "learner.gpus_per_rank", "has 0")
+
+
+# --------------------------------------------------------------------------- preference learning
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+OFFLINE = ["--set", "preference.source=dataset", "--set", "reward.sources=[]"]
+
+
+@pytest.mark.parametrize(
+    "bad_row, words",
+    [
+        ({"prompt": "What is 2 + 2?", "chosen": "4"}, ["data row 1", "no column 'rejected'"]),
+        ({"prompt": "What is 2 + 2?", "chosen": "  ", "rejected": "5"}, ["data row 1", "'chosen' is empty"]),
+    ],
+)
+def test_offline_pairs_with_a_bad_row(tmp_path, bad_row, words):
+    good = {"prompt": "What is 1 + 1?", "chosen": "2", "rejected": "3"}
+    data = write_rows(tmp_path / "pairs.jsonl", [good, bad_row])
+    out = tmp_path / "out"
+    result = run_cli("configs/dpo.yaml", "--output-dir", str(out), *OFFLINE, "--set", f"data.path={data}", timeout=120)
+    assert result.returncode == 1
+    assert_one_line(result, "data error: ", *words)
+    assert "starting" not in result.stdout  # found before any actor started
+    assert no_checkpoint_written(out)
+
+
+def test_reward_model_that_does_not_load(tmp_path, tiny_model):
+    """A causal LM is not a reward model: refused before any actor starts."""
+    result = run_cli(
+        "configs/dpo.yaml", "--output-dir", str(tmp_path / "out"),
+        "--set", f"reward.sources=[{{kind: reward_model, path: {tiny_model}}}]", timeout=120,
+    )
+    assert result.returncode == 1
+    assert_one_line(result, "model error: ", "reward.sources[0].path", "LlamaForCausalLM", "sequence-classification")
+    assert "starting" not in result.stdout
+
+    missing = run_cli(
+        "configs/dpo.yaml", "--output-dir", str(tmp_path / "out"),
+        "--set", f"reward.sources=[{{kind: reward_model, path: {tmp_path}/no-rm}}]", timeout=120,
+    )
+    assert missing.returncode == 1
+    assert_one_line(missing, "model error: ", "reward.sources[0].path", "no-rm", "does not exist")
+
+
+def test_reward_function_that_does_not_import(tmp_path):
+    result = run_cli(
+        "configs/dpo.yaml", "--output-dir", str(tmp_path / "out"),
+        "--set", "reward.sources=[{kind: function, function: 'tests.no_such_module:score'}]", timeout=120,
+    )
+    assert result.returncode == 2
+    assert_one_line(result, "spec error: ", "tests.no_such_module:score", "cannot be imported", "ModuleNotFoundError")
+
+
+def test_rows_without_the_gold_answer(tmp_path):
+    data = write_rows(tmp_path / "prompts.jsonl", [{"prompt": "What is 1 + 1?", "answer": "2"}, {"prompt": "Hi?"}])
+    result = run_cli("configs/dpo.yaml", "--output-dir", str(tmp_path / "out"), "--set", f"data.path={data}", timeout=120)
+    assert result.returncode == 1
+    assert_one_line(result, "data error: ", "data row 1", "no gold answer", "'answer'", "data.answer_column")
+
+
+@pytest.mark.integration
+def test_reward_function_that_raises_names_the_sample(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(
+        "configs/dpo.yaml", "--output-dir", str(out),
+        "--set", "reward.sources=[{kind: function, function: 'tests.reward_functions:explode'}]",
+    )
+    assert result.returncode == 1
+    assert_one_line(
+        result, "reward error: ", "tests.reward_functions:explode", "iteration 0, data row", "sample 0",
+        "ValueError: this reward function always fails",
+    )
+    assert no_checkpoint_written(out)
+    assert (out / "metrics.jsonl").read_text() == ""
