@@ -16,7 +16,9 @@ from tests.conftest import independent_token_stats, read_jsonl, run_cli, vllm_pr
 
 pytestmark = pytest.mark.integration
 
-REQUIRED_METRICS = {"iteration", "loss", "cll_mean", "gen_tokens_per_s", "train_tokens_per_s", "sync_seconds"}
+REQUIRED_METRICS = {
+    "iteration", "loss", "cll_mean", "gen_tokens_per_s", "train_tokens_per_s", "sync_seconds", "reward_mean",
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_shape_of_the_run(quickstart_run):
         for s in samples:
             assert s["prompt"] and s["response_token_ids"] and len(s["token_cll"]) == len(s["response_token_ids"])
             assert {"avg_cll", "frac_gt_1", "frac_gt_3", "frac_gt_5"} <= s["cll"].keys()
-            assert s["rewards"] == {}  # the field exists for the reward actor
+            assert s["rewards"].keys() == {"math_answer", "function", "total"}  # scored by the reward actor
 
     assert "finished 3 iteration(s)" in result.stdout  # the readable summary
     assert (out / "checkpoints" / "latest").read_text().strip() == "iter-2"

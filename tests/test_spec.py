@@ -30,6 +30,28 @@ MALFORMED = {
     "not yaml": ("train: [1, 2\n", ["not valid YAML", "line"]),
     "top level is a list": ("- 1\n- 2\n", ["expected a mapping", "list"]),
     "bad betas": ("train:\n  betas: [0.9]\n", ["train.betas", "too few items"]),
+    "online dpo without rewards": ("algorithm: dpo\n", ["online dpo ranks samples by reward", "reward.sources is empty"]),
+    "dpo with one sample per prompt": (
+        "algorithm: dpo\nreward:\n  sources: [{kind: format}]\nrollout:\n  samples_per_prompt: 1\n",
+        ["rollout.samples_per_prompt must be at least 2"],
+    ),
+    "unknown reward kind": ("reward:\n  sources: [{kind: vibes}]\n", ["reward.sources[0]", "'vibes'", "'math_answer'"]),
+    "typo in a reward source": (
+        "reward:\n  sources: [{kind: math_answer, wieght: 2}]\n",
+        ["reward.sources[0].wieght", "unknown field", "weight"],
+    ),
+    "bad reward function": (
+        "reward:\n  sources: [{kind: function, function: score}]\n",
+        ["reward.sources[0]", "package.module:function_name", "'score'"],
+    ),
+    "irft against the initial model": (
+        "algorithm: irft\npreference:\n  reference: initial\n", ["irft", "preference.reference must be 'sampler'"],
+    ),
+    "offline with a sampler reference": (
+        "algorithm: dpo\npreference:\n  source: dataset\n  reference: sampler\n",
+        ["preference.reference must be 'initial'"],
+    ),
+    "label smoothing too large": ("train:\n  dpo:\n    label_smoothing: 0.5\n", ["train.dpo.label_smoothing", "less than 0.5"]),
 }
 
 
