@@ -119,3 +119,19 @@ def test_prompt_stream_cycles_through_every_prompt_each_epoch(tokenizer):
     assert sorted(p.index for p in second) == list(range(10)) and stream.epoch == 1
     again = PromptStream(prompts, shuffle=True, seed=3)
     assert [p.index for p in again.next_batch(10)] == [p.index for p in first_epoch]  # seeded
+
+
+def test_reasoning_gym_rows_with_nested_solution_column():
+    from jobs.data import column_value, response_text
+
+    rows = load_rows(DataSpec(path="reasoning-gym:gsm_symbolic", prompt_column="question", max_prompts=3, seed=1))
+    assert len(rows) == 3 and all(r["question"] and r["answer"] for r in rows)
+    assert "####" in response_text(rows[0], 0, "metadata.answer_cot")  # the task's own worked solution
+    assert column_value(rows[0], "metadata.no_such_key") is None
+    held_out = load_rows(DataSpec(path="reasoning-gym:gsm_symbolic", max_prompts=3, seed=2))
+    assert [r["question"] for r in held_out] != [r["question"] for r in rows]
+
+
+def test_unknown_reasoning_gym_task():
+    with pytest.raises(DataError, match="reasoning-gym:no_such_task.*cannot create it"):
+        load_rows(DataSpec(path="reasoning-gym:no_such_task"))
