@@ -159,7 +159,7 @@ def test_irft_reference_is_the_previous_stage_policy(irft_run, stage):
 
 
 @pytest.fixture(scope="module")
-def offline_run(tmp_path_factory):
+def offline_pairs_file(tmp_path_factory):
     rows = [
         {"prompt": f"What is {a} + {a + 3}?", "chosen": f"The answer is {2 * a + 3}.", "rejected": f"{a} {a} so {a}"}
         for a in range(15)
@@ -167,6 +167,17 @@ def offline_run(tmp_path_factory):
     rows.append({"prompt": "What is 1 + 1?", "chosen": "The answer is 2.", "rejected": "The answer is 2."})
     data = tmp_path_factory.mktemp("offline-data") / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data
+
+
+def policy_margin(out, iteration) -> float:
+    pairs = [p for p in read_jsonl(out / "pairs" / f"iter-{iteration}.jsonl") if p["loss"] is not None]
+    return mean([p["policy_logp_chosen"] - p["policy_logp_rejected"] for p in pairs])
+
+
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory, offline_pairs_file):
+    data = offline_pairs_file
     return run_job(
         tmp_path_factory, "offline", "configs/dpo.yaml", "--set", "preference.source=dataset",
         "--set", f"data.path={data}", "--set", "data.shuffle=false", "--set", "reward.sources=[]",
@@ -183,14 +194,28 @@ def test_offline_dpo_needs_no_rollout_and_learns_the_preference(offline_run):
     assert [m["pairs_dropped_identical"] for m in metrics] == [1, 1, 1, 1]
     assert [m["pairs"] for m in metrics] == [15, 15, 15, 15]
 
-    def policy_margin(iteration):
-        pairs = [p for p in read_jsonl(out / "pairs" / f"iter-{iteration}.jsonl") if p["loss"] is not None]
-        return mean([p["policy_logp_chosen"] - p["policy_logp_rejected"] for p in pairs])
-
-    assert policy_margin(3) > policy_margin(0) + 1.0
+    assert policy_margin(out, 3) > policy_margin(out, 0) + 1.0
     assert metrics[-1]["reward_accuracy"] > 0.9
 
 
 def test_offline_reference_logps_are_the_initial_model(offline_run):
     out, _, _ = offline_run
     assert_reference_logps_match(read_jsonl(out / "pairs" / "iter-3.jsonl"), load_model(out / "builtin" / "tiny-llama"))
+
+
+@pytest.mark.parametrize("variant", [("simpo", 0.0), ("robust", 0.1), ("sigmoid", 0.1)], ids=["simpo", "robust", "cdpo"])
+def test_every_dpo_variant_trains_through_the_loop(tmp_path_factory, offline_pairs_file, variant):
+    loss, label_smoothing = variant
+    out, metrics, _ = run_job(
+        tmp_path_factory, f"offline-{loss}", "configs/dpo.yaml", "--set", "preference.source=dataset",
+        "--set", f"data.path={offline_pairs_file}", "--set", "data.shuffle=false", "--set", "reward.sources=[]",
+        "--set", "iterations=2", "--set", f"train.dpo.loss={loss}", "--set", f"train.dpo.label_smoothing={label_smoothing}",
+        "--set", "train.lr=1e-3", "--set", "train.dpo.beta=0.5",
+    )
+    assert all(math.isfinite(m["loss"]) for m in metrics)
+    assert policy_margin(out, 1) > policy_margin(out, 0)
+    pairs = read_jsonl(out / "pairs" / "iter-0.jsonl")
+    if loss == "simpo":  # reference-free: no frozen model is loaded and nothing is recorded as a reference
+        assert all(p["reference_logp_chosen"] is None for p in pairs) and "kl_to_reference" not in metrics[0]
+    else:
+        assert all(p["reference_logp_chosen"] is not None for p in pairs)
