@@ -25,7 +25,7 @@ class Sample:
     response: str
     response_token_ids: list[int]
     finish_reason: str
-    source: str = "on_policy"  # "demonstration" for a dataset's own answer (IRFT); later "hinted"
+    source: str = "on_policy"  # "hinted"/"rewrite" (Hinted Decoding); "demonstration"/"reference": the dataset's own
     engine_logprobs: list[float] = field(default_factory=list)  # vLLM's log p of each sampled token
     token_cll: list[float] = field(default_factory=list)  # phi_t per response token (ALGORITHMS.md section 1)
     cll: dict[str, float] = field(default_factory=dict)  # avg_cll, frac_gt_1, frac_gt_3, frac_gt_5
@@ -33,6 +33,8 @@ class Sample:
     # sampler's, so it is the reference log-prob when preference.reference is "sampler".
     sequence_logp: float | None = None
     rewards: dict[str, float] = field(default_factory=dict)  # one entry per reward source, plus "total"
+    reference_solution: str | None = None  # answer-first pipeline: the solution the hint stream saw
+    dropped: str | None = None  # answer-first pipeline: why the sample is not trained on (None: kept)
 
     @property
     def num_tokens(self) -> int:

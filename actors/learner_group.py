@@ -41,7 +41,9 @@ class LearnerGroup:
         order = list(range(len(items)))
         random.Random(self.spec.seed * 1_000_003 + iteration).shuffle(order)
         shards = [order[:usable][rank::ranks] for rank in range(ranks)]
-        unused = {"pairs_unused": len(items) - usable} if self.spec.trains_on_pairs else {}
+        unused = {}
+        if self.spec.sample_count_varies:
+            unused = {("pairs_unused" if self.spec.trains_on_pairs else "samples_unused"): len(items) - usable}
         if usable == 0:
             return {"loss": None, "train_tokens_per_s": 0.0, "train_seconds": 0.0, "train_tokens": 0, **unused}
         per_rank = ray.get(

@@ -39,6 +39,20 @@ class RolloutPool:
             "engine_scorer_logprob_max_diff": max(s["engine_scorer_logprob_max_diff"] for s in stats),
         }
 
+    def hinted(self, jobs: list, iteration: int) -> tuple[list[Sample], dict]:
+        """Hinted Decoding of the given problems, spread over the workers; samples in job order."""
+        results = self._spread("hinted", jobs, iteration)
+        samples = [sample for worker_samples, _ in results for sample in worker_samples]
+        stats = [worker_stats for _, worker_stats in results]
+        seconds = max(s["hinted_seconds"] for s in stats)
+        tokens = sum(s["hinted_tokens"] for s in stats)
+        return samples, {
+            "hinted_analysis_seconds": max(s["hinted_analysis_seconds"] for s in stats),
+            "hinted_seconds": seconds,
+            "hinted_tokens_per_s": tokens / seconds if seconds else 0.0,
+            "hinted_lambda_mean": sum(s["hinted_lambda_mean"] * s["hinted_tokens"] for s in stats) / max(1, tokens),
+        }
+
     def score(self, samples: list[Sample]) -> list[Sample]:
         """Teacher-forced CLL and summed log-prob of given samples, spread over the workers, in order."""
         return [sample for scored in self._spread("score", samples) for sample in scored]

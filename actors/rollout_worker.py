@@ -47,6 +47,13 @@ def sampling_seed(base_seed: int, iteration: int, prompt_index: int) -> int:
     return (base_seed * 1_000_003 + iteration * 10_007 + prompt_index) * SEED_STRIDE % (2**31)
 
 
+def analysis_until_header(text: str, stop_reason, header: str) -> str | None:
+    """The analysis cut right after the header, or None when the engine stopped for another reason."""
+    if stop_reason != header or not text.endswith(header):
+        return None
+    return text
+
+
 class RolloutWorker:
     def __init__(self, spec: JobSpec, model_path: str, worker_index: int):
         from vllm import LLM
@@ -116,6 +123,99 @@ class RolloutWorker:
             "cll_seconds": time.perf_counter() - started,
             "engine_scorer_logprob_max_diff": max_diff,
         }
+
+    def hinted(self, jobs: list, iteration: int) -> tuple[list[Sample], dict]:
+        """Rewrite each job's reference solution in the model's own words (ALGORITHMS.md section 3).
+
+        The hint stream first writes its analysis with the engine, cut right after the header;
+        then both streams decode together on the scorer replica (actors/hinted_decoding.py),
+        which holds the same weights as the engine. Results are CLL-scored under the plain prompt.
+        """
+        from actors.hinted_decoding import HintedRequest, HintedSampling, hinted_decode
+
+        hinted = self.spec.rollout.hinted
+        source = self.spec.rollout.mode  # "hinted", or "rewrite" for the beta = 0 baseline
+        tokenizer = self.llm.get_tokenizer()
+        started = time.perf_counter()
+        analyses = self._analyses(jobs, iteration) if hinted.analysis_max_tokens else [""] * len(jobs)
+        analysis_seconds = time.perf_counter() - started
+
+        samples, requests = [], []
+        for job, analysis in zip(jobs, analyses):
+            sample = Sample(
+                iteration=iteration,
+                prompt_index=job.prompt_index,
+                prompt=job.prompt_text,
+                prompt_token_ids=list(job.prompt_token_ids),
+                response="",
+                response_token_ids=[],
+                finish_reason="",
+                source=source,
+                reference_solution=job.reference_solution,
+            )
+            samples.append(sample)
+            if analysis is None:
+                sample.dropped = "no_header"
+                continue
+            requests.append(
+                HintedRequest(
+                    hint_ids=list(job.hint_prompt_ids) + tokenizer(analysis, add_special_tokens=False).input_ids,
+                    student_ids=list(job.prompt_token_ids),
+                    seed=sampling_seed(self.spec.seed, iteration, job.prompt_index) + 1,
+                )
+            )
+        sampling = HintedSampling(
+            beta=0.0 if source == "rewrite" else hinted.beta,
+            top_p=hinted.top_p,
+            temperature=hinted.temperature,
+            max_new_tokens=self.spec.rollout.max_new_tokens,
+            marker=hinted.marker,
+            repeat_ngram=hinted.repeat_ngram,
+            repeat_times=hinted.repeat_times,
+        )
+        started = time.perf_counter()
+        results = hinted_decode(
+            self.scorer.model, tokenizer, requests, sampling,
+            eos_ids={tokenizer.eos_token_id}, pad_id=self.scorer.pad_id, batch_size=hinted.batch_size,
+        )
+        decode_seconds = time.perf_counter() - started
+        decoded = [s for s in samples if s.dropped is None]
+        for sample, result in zip(decoded, results):
+            sample.response_token_ids = result.token_ids
+            sample.response = tokenizer.decode(result.token_ids, skip_special_tokens=True)
+            sample.finish_reason = result.finish_reason
+            if result.finish_reason == "repetition":
+                sample.dropped = "repetition"
+        self.scorer.score([s for s in decoded if s.response_token_ids])
+        tokens = sum(len(r.token_ids) for r in results)
+        return samples, {
+            "hinted_analysis_seconds": analysis_seconds,
+            "hinted_seconds": decode_seconds,
+            "hinted_tokens": tokens,
+            "hinted_lambda_mean": sum(sum(r.lambdas) for r in results) / max(1, tokens),
+        }
+
+    def _analyses(self, jobs: list, iteration: int) -> list[str | None]:
+        """The hint stream's analysis of each job, ending with the header; None where no header came."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        hinted = self.spec.rollout.hinted
+        params = [
+            SamplingParams(
+                temperature=hinted.temperature,
+                top_p=hinted.top_p,
+                max_tokens=hinted.analysis_max_tokens,
+                stop=[hinted.header],
+                include_stop_str_in_output=True,
+                seed=sampling_seed(self.spec.seed, iteration, job.prompt_index) + 2,
+            )
+            for job in jobs
+        ]
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(job.hint_prompt_ids)) for job in jobs], params, use_tqdm=False
+        )
+        return [analysis_until_header(o.outputs[0].text, o.outputs[0].stop_reason, hinted.header) for o in outputs]
 
     def score(self, samples: list[Sample]) -> list[Sample]:
         """CLL and summed log-prob of responses the engine did not generate (demonstrations), under these weights."""

@@ -156,9 +156,15 @@ def _messages(row: dict, index: int, spec: DataSpec) -> list[dict]:
 
 def render_prompt(row: dict, index: int, spec: DataSpec, tokenizer) -> tuple[str, list[int], list[dict]]:
     messages = _messages(row, index, spec)
+    text, token_ids = render_messages(messages, spec, tokenizer, f"data row {index}")
+    return text, token_ids, messages
+
+
+def render_messages(messages: list[dict], spec: DataSpec, tokenizer, where: str) -> tuple[str, list[int]]:
+    """Messages -> prompt text and token ids, with the chat template data.chat_template selects."""
     if spec.chat_template == "none":
         text = "\n\n".join(m["content"] for m in messages)
-        return text, tokenizer(text).input_ids, messages
+        return text, tokenizer(text).input_ids
     template = None if spec.chat_template == "model" else spec.chat_template
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise DataError(
@@ -170,9 +176,9 @@ def render_prompt(row: dict, index: int, spec: DataSpec, tokenizer) -> tuple[str
             messages, chat_template=template, add_generation_prompt=True, tokenize=False
         )
     except Exception as exc:  # a user-supplied Jinja template can fail in many ways
-        raise DataError(f"data row {index}: the chat template failed ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{where}: the chat template failed ({type(exc).__name__}: {exc})") from None
     # The template already wrote any special tokens it wants.
-    return text, tokenizer(text, add_special_tokens=False).input_ids, messages
+    return text, tokenizer(text, add_special_tokens=False).input_ids
 
 
 def load_prompts(spec: DataSpec, tokenizer, max_prompt_tokens: int) -> list[Prompt]:

@@ -6,6 +6,8 @@
                     each scored with CLL and its summed log-prob under those same weights
                     (irft: plus the prompts' demonstrations, scored the same way)
         rewards  <- the reward actor scores every sample (when reward sources are set)
+        answer-first (rollout.mode hinted/rewrite): Hinted Decoding for the problems no sample
+                    got right, verify again, keep right samples that pass the CLL filter
         pairs    <- dpo/rpo: best vs worst by reward; irft: (demonstration, own generation);
                     offline: the dataset's chosen/rejected, and no generation at all
         reference log-probs, once per pair: the sampler's come with the samples,
@@ -23,6 +25,7 @@ from actors.learner_group import LearnerGroup
 from actors.reward_actor import RewardScorer
 from actors.rollout_pool import RolloutPool
 from actors.weight_sync import make_weight_sync
+from jobs.answer_first import answer_first
 from jobs.data import Prompt, PromptStream
 from jobs.pairs import dataset_pairs, demonstration_samples, irft_pairs, online_pairs
 from jobs.progress import Progress
@@ -96,8 +99,15 @@ def run_onpolicy(
         if rewards and samples:
             progress.step(f"scoring {len(samples)} samples for reward")
             metrics.update(rewards.score(samples, prompts_by_index))
-        if samples:
-            outputs.write_samples(iteration, samples + demonstrations)
+        recorded = samples + demonstrations
+        if spec.rollout.mode != "on_policy":
+            progress.step("answer-first: Hinted Decoding for the problems answered wrong")
+            samples, recorded, hinting = answer_first(
+                samples, batch, rollout, rewards, spec, tokenizer, prompts_by_index, iteration
+            )
+            metrics.update(hinting)
+        if recorded:
+            outputs.write_samples(iteration, recorded)
 
         if spec.trains_on_pairs:
             if spec.algorithm == "irft":

@@ -77,7 +77,48 @@ class EngineSpec(Section):
     )
 
 
+DEFAULT_HINT_SYSTEM_PROMPT = (
+    "You will be given a question and its correct reference solution. Rewrite the solution as your own "
+    "reasoning. First analyse the question and the reference briefly. Then write the line "
+    "'### Solution' and, after it, solve the question step by step in your own words, as if you had "
+    "never seen the reference; never mention that a solution was given. End with the final answer in \\boxed{}."
+)
+
+
+class HintedSpec(Section):
+    """ALGORITHMS.md section 3: Hinted Decoding, and the answer-first pipeline around it."""
+
+    beta: float = Field(0.7, ge=0, description="lambda = clamp(beta * H(p) / log|V|, 0, 1); the authors' demo uses 3.")
+    top_p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(0.3, ge=0, description="Applied after top-p; 0 is greedy.")
+    marker: Optional[str] = Field(
+        "\\boxed{", description="Once this appears, decode from the plain (student) stream alone; null: never switch."
+    )
+    system_prompt: str = Field(DEFAULT_HINT_SYSTEM_PROMPT, min_length=1, description="The hint stream's instructions.")
+    header: str = Field(
+        "### Solution", min_length=1, description="Ends the hint stream's analysis; the rewritten reasoning starts after it."
+    )
+    analysis_max_tokens: int = Field(
+        256, ge=0, description="Tokens the hint stream may spend on its analysis; 0 skips the analysis (and the header)."
+    )
+    repeat_ngram: int = Field(30, ge=1, description="Stop a rewrite whose last repeat_ngram tokens occurred repeat_times times.")
+    repeat_times: int = Field(5, ge=2)
+    verifier: str = Field(
+        "math_answer", min_length=1, description="The reward source (by name) that decides whether an answer is right."
+    )
+    pass_threshold: float = Field(1.0, description="A sample is right when its verifier reward is at least this.")
+    cll_threshold: Optional[float] = Field(
+        None, description="Keep a sample only if its plain-prompt avg CLL is at least this (e.g. -0.1); null keeps all."
+    )
+    batch_size: int = Field(16, ge=1, description="Requests decoded together (each is two streams).")
+
+
 class RolloutSpec(Section):
+    mode: Literal["on_policy", "hinted", "rewrite"] = Field(
+        "on_policy",
+        description="on_policy: train on every sample. hinted: the answer-first pipeline (attempt, verify, Hinted "
+        "Decoding for the wrong ones, verify, CLL filter). rewrite: the same with beta = 0 (the hint stream alone).",
+    )
     workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(0.25, ge=0)
     gpus_per_worker: float = Field(0, ge=0)
@@ -88,6 +129,7 @@ class RolloutSpec(Section):
     max_new_tokens: int = Field(64, ge=1)
     cll_batch_size: int = Field(16, ge=1, description="Sequences per teacher-forced CLL forward pass.")
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    hinted: HintedSpec = Field(default_factory=HintedSpec)
 
 
 class LearnerSpec(Section):
@@ -297,7 +339,7 @@ class JobSpec(Section):
         # Every rank must run the same number of micro-batches, or the
         # gradient all-reduce of the last step waits forever. Pair counts vary
         # with ties, so the learner group trims pairs instead (LearnerGroup.train).
-        if not self.trains_on_pairs and self.samples_per_iteration % self.samples_per_optimizer_step:
+        if not self.sample_count_varies and self.samples_per_iteration % self.samples_per_optimizer_step:
             raise ValueError(
                 f"rollout.prompts_per_iteration x rollout.samples_per_prompt "
                 f"(= {self.samples_per_iteration} samples per iteration) must be a multiple of "
@@ -340,6 +382,27 @@ class JobSpec(Section):
         if self.algorithm == "rpo" and self.train.dpo.loss != "sigmoid":
             raise ValueError("algorithm rpo adds its SFT term to the sigmoid DPO loss; train.dpo.loss must be 'sigmoid'")
         return self
+
+    @model_validator(mode="after")
+    def _answer_first_setup(self) -> "JobSpec":
+        if self.rollout.mode == "on_policy":
+            return self
+        if self.algorithm not in ("sft", "idft"):
+            raise ValueError(
+                f"rollout.mode {self.rollout.mode!r} trains on the kept samples with sft or idft, not {self.algorithm!r}"
+            )
+        keys = [s.key for s in self.reward.sources]
+        if self.rollout.hinted.verifier not in keys:
+            raise ValueError(
+                f"rollout.hinted.verifier {self.rollout.hinted.verifier!r} must name one of reward.sources "
+                f"(configured: {keys or 'none'}); it decides which answers are right"
+            )
+        return self
+
+    @property
+    def sample_count_varies(self) -> bool:
+        """Pairs drop with ties and answer-first keeps only verified samples: the learners trim to an even split."""
+        return self.trains_on_pairs or self.rollout.mode != "on_policy"
 
     @property
     def trains_on_pairs(self) -> bool:

@@ -1,0 +1,108 @@
+"""The answer-first pipeline (ALGORITHMS.md section 3): a stage of the one loop, for rollout.mode hinted/rewrite.
+
+    attempts   <- the on-policy samples of each problem, already scored by the reward actor
+    rewrites   <- Hinted Decoding only for problems with no right attempt, then verified again
+    CLL        <- every sample is scored under the PLAIN prompt (question only) with the current weights
+    kept       <- right attempts and rescued rewrites whose avg CLL reaches rollout.hinted.cll_threshold
+    references <- the dataset's own solutions for the same problems, CLL-scored the same way, so the
+                  metrics show how far the reference sits from the policy beside what is kept
+
+Every sample is recorded; those not trained on carry `dropped` ("wrong", "no_header",
+"repetition", "cll").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actors.batching import Sample
+from jobs.data import Prompt, render_messages, response_text
+from jobs.pairs import written_sample
+from jobs.spec import JobSpec
+
+
+@dataclass
+class HintJob:
+    """One problem to rewrite: the plain prompt the result is trained on, and the hint stream's prompt."""
+
+    prompt_index: int
+    prompt_text: str
+    prompt_token_ids: list[int]
+    hint_prompt_ids: list[int]
+    reference_solution: str
+
+
+def question_of(prompt: Prompt) -> str:
+    """The question as the user asked it: the last user message of the plain prompt."""
+    return next(m["content"] for m in reversed(prompt.messages) if m["role"] == "user")
+
+
+def hint_jobs(prompts: list[Prompt], spec: JobSpec, tokenizer) -> list[HintJob]:
+    hinted = spec.rollout.hinted
+    jobs = []
+    for prompt in prompts:
+        solution = response_text(prompt.row, prompt.index, spec.data.solution_column)
+        messages = [
+            {"role": "system", "content": hinted.system_prompt},
+            {"role": "user", "content": f"Question:\n{question_of(prompt)}\n\nReference solution:\n{solution}"},
+        ]
+        _, hint_ids = render_messages(messages, spec.data, tokenizer, f"data row {prompt.index} (hint prompt)")
+        jobs.append(HintJob(prompt.index, prompt.text, list(prompt.token_ids), hint_ids, solution))
+    return jobs
+
+
+def passes(sample: Sample, spec: JobSpec) -> bool:
+    hinted = spec.rollout.hinted
+    return sample.rewards.get(hinted.verifier, float("-inf")) >= hinted.pass_threshold
+
+
+def mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def answer_first(attempts, prompts, rollout, rewards, spec: JobSpec, tokenizer, prompts_by_index, iteration):
+    """Returns (samples to train on, every sample to record, metrics)."""
+    solved = {s.prompt_index for s in attempts if passes(s, spec)}
+    for sample in attempts:
+        sample.reference_solution = response_text(prompts_by_index[sample.prompt_index].row, sample.prompt_index,
+                                                  spec.data.solution_column)
+        if not passes(sample, spec):
+            sample.dropped = "wrong"
+
+    unsolved = [p for p in prompts if p.index not in solved]
+    rewrites, hinting = rollout.hinted(hint_jobs(unsolved, spec, tokenizer), iteration) if unsolved else ([], {})
+    decoded = [s for s in rewrites if s.dropped is None]
+    if decoded:
+        rewards.score(decoded, prompts_by_index)
+    for sample in decoded:
+        if not passes(sample, spec):
+            sample.dropped = "wrong"
+    rescued = {s.prompt_index for s in decoded if s.dropped is None}
+
+    threshold = spec.rollout.hinted.cll_threshold
+    for sample in attempts + rewrites:
+        if sample.dropped is None and threshold is not None and sample.cll["avg_cll"] < threshold:
+            sample.dropped = "cll"
+    kept = [s for s in attempts + rewrites if s.dropped is None]
+
+    references = rollout.score(
+        [written_sample(p, spec.data.solution_column, tokenizer, iteration, "reference") for p in prompts]
+    )
+    for reference in references:
+        reference.reference_solution = reference.response
+
+    everything = attempts + rewrites
+    metrics = {
+        "first_try_right": len(solved) / len(prompts),
+        "rescued_by_hints": len(rescued) / len(prompts),
+        "kept_samples": len(kept),
+        "dropped_fraction": sum(s.dropped is not None for s in everything) / len(everything),
+        "kept_hinted": sum(s.source != "on_policy" for s in kept),
+        **{f"dropped_{reason}": sum(s.dropped == reason for s in everything)
+           for reason in ("wrong", "no_header", "repetition", "cll")},
+        "kept_cll_mean": mean([s.cll["avg_cll"] for s in kept]),
+        "hinted_cll_mean": mean([s.cll["avg_cll"] for s in decoded]),
+        "reference_cll_mean": mean([r.cll["avg_cll"] for r in references]),
+        **hinting,
+    }
+    return kept, everything + references, metrics
