@@ -21,16 +21,15 @@ import torch
 from actors.math_verifier import extract_final_answer, math_answer_score
 from jobs.data import Prompt, column_value
 from jobs.errors import DataError, ModelError, RewardError, SpecError
-from jobs.spec import (
+from jobs.reward_spec import (
     FormatReward,
     FunctionReward,
-    JobSpec,
     LengthPenalty,
     MathAnswerReward,
     ReasoningGymReward,
     RewardModelReward,
-    is_reasoning_gym,
 )
+from jobs.spec import JobSpec, is_reasoning_gym
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The job spec: the one schema every YAML file in `configs/` is checked against.
 
-Every setting of a run lives here with its default. `load_spec` reads YAML,
+Every setting of a run lives here with its default (the reward sources in
+jobs/reward_spec.py). `load_spec` reads YAML,
 applies `--set a.b=value` overrides and validates; any problem comes back as a
 `SpecError` whose message is one line naming the field path and what was
 expected. The resolved spec (defaults filled in) is saved with every run.
@@ -9,22 +10,18 @@ expected. The resolved spec (defaults filled in) is saved with every run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from jobs.errors import SpecError
+from jobs.reward_spec import REWARD_SOURCES_BY_KIND, RewardSpec
+from jobs.spec_base import Section
 
 BUILTIN_PREFIX = "builtin:"
 REASONING_GYM_PREFIX = "reasoning-gym:"
 PREFERENCE_ALGORITHMS = ("dpo", "rpo", "irft")
-
-
-class Section(BaseModel):
-    # Unknown keys are almost always typos of a real key; silently ignoring
-    # them would run a different job from the one the user wrote.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelSpec(Section):
@@ -199,97 +196,6 @@ class SyncSpec(Section):
     )
 
 
-class RewardSource(Section):
-    name: Optional[str] = Field(None, description="Key in Sample.rewards; defaults to the kind.")
-    weight: float = Field(1.0, description="Weight of this source in the total reward.")
-
-    @property
-    def key(self) -> str:
-        return self.name or self.kind
-
-
-class MathAnswerReward(RewardSource):
-    """1 if the response's final answer equals data.answer_column, else 0 (actors/math_verifier.py)."""
-
-    kind: Literal["math_answer"]
-
-
-class ReasoningGymReward(RewardSource):
-    """The reasoning-gym task's own scorer; the data must come from reasoning-gym:<task>."""
-
-    kind: Literal["reasoning_gym"]
-
-
-class RewardModelReward(RewardSource):
-    """A transformers sequence-classification model: the first logit is the reward."""
-
-    kind: Literal["reward_model"]
-    path: str = Field(..., min_length=1, description="Local HF folder or hub id.")
-    batch_size: int = Field(8, ge=1)
-    max_length: int = Field(1024, gt=8, description="Tokens per scored conversation; longer ones are truncated.")
-
-
-class FunctionReward(RewardSource):
-    """Your own reward: `module:function`, called as function(prompt=..., response=..., row=...) -> float."""
-
-    kind: Literal["function"]
-    function: str = Field(..., description="module.path:function_name, importable by the driver and the reward actor")
-
-    @model_validator(mode="after")
-    def _module_colon_function(self) -> "FunctionReward":
-        import re
-
-        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.function):
-            raise ValueError(f"function must look like 'package.module:function_name' (got {self.function!r})")
-        return self
-
-
-class LengthPenalty(RewardSource):
-    """-(response tokens beyond free_tokens) / rollout.max_new_tokens: 0 for a short answer, -1 at the limit."""
-
-    kind: Literal["length_penalty"]
-    free_tokens: int = Field(0, ge=0)
-
-
-class FormatReward(RewardSource):
-    """1 if the response matches the regular expression, else 0."""
-
-    kind: Literal["format"]
-    pattern: str = Field(r"\\boxed\{.+\}|[Tt]he (final )?answer is", min_length=1)
-
-    @model_validator(mode="after")
-    def _compiles(self) -> "FormatReward":
-        import re
-
-        try:
-            re.compile(self.pattern)
-        except re.error as exc:
-            raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression ({exc})") from None
-        return self
-
-
-RewardSourceSpec = Annotated[
-    Union[MathAnswerReward, ReasoningGymReward, RewardModelReward, FunctionReward, LengthPenalty, FormatReward],
-    Field(discriminator="kind"),
-]
-
-
-class RewardSpec(Section):
-    """The reward actor: one Ray actor holding every configured source."""
-
-    sources: list[RewardSourceSpec] = Field(default_factory=list)
-    cpus: float = Field(0.25, ge=0)
-    gpus: float = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> "RewardSpec":
-        keys = [s.key for s in self.sources]
-        for key in keys:
-            if keys.count(key) > 1 or key == "total":
-                raise ValueError(f"two reward sources are named {key!r} (or one is named 'total'); give each a distinct name")
-        return self
-
-
 class PreferenceSpec(Section):
     """Where pairs and their reference log-probs come from (ALGORITHMS.md sections 4-6)."""
 
@@ -451,14 +357,6 @@ class JobSpec(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-# Pydantic puts a discriminated union's tag into the error location
-# (reward.sources[0].function.weight); users wrote no such key, so it is dropped.
-REWARD_SOURCES_BY_KIND = {
-    model.model_fields["kind"].annotation.__args__[0]: model
-    for model in (MathAnswerReward, ReasoningGymReward, RewardModelReward, FunctionReward, LengthPenalty, FormatReward)
-}
 
 
 def _user_location(loc: tuple) -> tuple:
