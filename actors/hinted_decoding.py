@@ -135,6 +135,9 @@ def top_p_temperature_probs(logprobs_row: torch.Tensor, top_p: float, temperatur
 
 def nucleus_mask(logprobs_row: torch.Tensor, top_p: float) -> torch.Tensor:
     """[V] bool, True on the top-p set of a [V] log-prob row (at least the most probable token)."""
+    if top_p >= 1.0:
+        # Everything; the float32 cumulative sum can reach 1 before the last token.
+        return torch.ones_like(logprobs_row, dtype=torch.bool)
     # Stable sort: equal probabilities keep vocabulary order, so the set is deterministic.
     sorted_logprobs, order = torch.sort(logprobs_row, descending=True, stable=True)
     sorted_probs = sorted_logprobs.exp()
@@ -223,6 +226,10 @@ def hinted_decode(
         raise ValueError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 < sampling.top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {sampling.top_p}")
+    if sampling.temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {sampling.temperature}")
     results: list[HintedResult | None] = [None] * len(requests)
     # Similar lengths together waste less compute on left padding.
     order = sorted(range(len(requests)), key=lambda i: max(len(requests[i].hint_ids), len(requests[i].student_ids)))
@@ -253,7 +260,8 @@ def _decode_batch(model, tokenizer, requests, sampling, eos_ids, pad_id, record)
         input_ids[row, length - len(context) :] = torch.tensor(context, dtype=torch.long)
         attention_mask[row, length - len(context) :] = 1
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    # Positions count real tokens only, so left padding does not shift RoPE.
+    # Positions count real tokens only, so left padding shifts nothing (it would
+    # not matter to RoPE, which is relative, but does to learned absolute positions).
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
 
@@ -266,7 +274,7 @@ def _decode_batch(model, tokenizer, requests, sampling, eos_ids, pad_id, record)
             position_ids=position_ids,
             past_key_values=cache,
             use_cache=True,
-            logits_to_k eep=1,
+            logits_to_keep=1,
         )
         cache = out.past_key_values
         logits = out.logits[:, -1, :].float()
