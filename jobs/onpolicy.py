@@ -89,7 +89,7 @@ def run_onpolicy(
         batch = stream.next_batch(spec.rollout.prompts_per_iteration)
 
         samples, demonstrations = [], []
-        progress.begin(iteration, "generating" if rollout else "pairing")
+        progress.begin(iteration, "generating, then CLL-scoring under the same weights" if rollout else "pairing")
         if rollout:
             samples, generation = rollout.generate(batch, iteration)
             metrics.update(cll_summary(samples), **generation)

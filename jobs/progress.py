@@ -40,13 +40,17 @@ class Progress:
         self.step(phase)
 
     def step(self, phase: str) -> None:
-        self.note(f"iteration {self.iteration + 1}/{self.iterations}: {phase}")
+        self.note(f"{self._where()}: {phase}")
+
+    def _where(self) -> str:
+        # 0-based like metrics.jsonl and checkpoints/iter-N; the count says how far along the run is.
+        return f"iteration {self.iteration} ({self.iteration + 1}/{self.iterations})"
 
     def end(self, metrics: dict) -> None:
         shown = "  ".join(
             f"{header} {formatted(metrics, key, form)}" for key, header, form in COLUMNS if key in metrics
         )
-        self.note(f"iteration {self.iteration + 1}/{self.iterations} done in {metrics['iteration_seconds']:.1f}s: {shown}")
+        self.note(f"{self._where()} done in {metrics['iteration_seconds']:.1f}s: {shown}")
 
 
 def summary(name: str, history: list[dict], output_dir: str, seconds: float) -> str:
