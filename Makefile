@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets up .venv on first use (about 3 minutes, CPU-only torch).
-#   make quickstart   run configs/quickstart.yaml on a tiny model built on the fly
+#   make quickstart   run configs/hinted_idft.yaml (the answer-first pipeline) on a tiny model built on the fly
 #   make test         run the whole test suite (real Ray, vLLM and DeepSpeed on CPU)
 
 PYTHON ?= python3
@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.hintflow-installed
 .PHONY: quickstart test setup
 
 quickstart: $(STAMP)
-	$(PY) -m jobs.run configs/quickstart.yaml
+	$(PY) -m jobs.run configs/hinted_idft.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest

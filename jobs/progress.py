@@ -10,6 +10,11 @@ COLUMNS = [
     ("loss", "loss", "{:.4f}"),
     ("cll_mean", "cll_mean", "{:+.4f}"),
     ("reward_mean", "reward", "{:.3f}"),
+    ("first_try_right", "right 1st", "{:.2f}"),
+    ("rescued_by_hints", "rescued", "{:.2f}"),
+    ("kept_samples", "kept", "{:d}"),
+    ("kept_cll_mean", "kept cll", "{:+.3f}"),
+    ("reference_cll_mean", "ref cll", "{:+.3f}"),
     ("pairs", "pairs", "{:d}"),
     ("reward_accuracy", "pair acc", "{:.2f}"),
     ("gen_tokens_per_s", "gen tok/s", "{:.0f}"),
@@ -55,7 +60,7 @@ class Progress:
 
 def summary(name: str, history: list[dict], output_dir: str, seconds: float) -> str:
     columns = [(key, header, form) for key, header, form in COLUMNS if any(key in m for m in history)]
-    widths = [max(9, len(header)) for _, header, _ in columns]
+    widths = [max(8, len(header)) for _, header, _ in columns]
     lines = [
         "",
         f"hintflow job '{name}' finished {len(history)} iteration(s) in {seconds:.1f}s",

@@ -23,7 +23,7 @@ from jobs.spec import JobSpec, is_builtin, load_spec
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.run", description=__doc__.split("\n")[0])
-    parser.add_argument("spec", help="YAML job spec, e.g. configs/quickstart.yaml")
+    parser.add_argument("spec", help="YAML job spec, e.g. configs/hinted_idft.yaml")
     parser.add_argument("--output-dir", help="where outputs go (default: output_dir in the spec, or runs/<name>)")
     parser.add_argument(
         "--actor-logs", action="store_true",

@@ -27,7 +27,7 @@ def hinted_run(tmp_path_factory):
 def test_every_stage_ran_and_is_counted(hinted_run):
     out, metrics = hinted_run
     for m in metrics:
-        problems = 8
+        problems = 16  # rollout.prompts_per_iteration
         assert m["first_try_right"] * problems == pytest.approx(round(m["first_try_right"] * problems))
         samples = read_jsonl(out / "samples" / f"iter-{m['iteration']}.jsonl")
         attempts = [s for s in samples if s["source"] == "on_policy"]

@@ -16,7 +16,7 @@ def no_checkpoint_written(out) -> bool:
 
 def test_missing_model_path(tmp_path):
     out = tmp_path / "out"
-    result = run_cli("configs/quickstart.yaml", "--output-dir", str(out), "--set", f"model.path={tmp_path}/no-model",
+    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"model.path={tmp_path}/no-model",
                      timeout=120)
     assert result.returncode == 1
     assert_one_line(result, "model error: ", "model.path", "no-model", "does not exist")
@@ -25,7 +25,7 @@ def test_missing_model_path(tmp_path):
 
 def test_model_folder_without_config(tmp_path):
     (tmp_path / "empty-model").mkdir()
-    result = run_cli("configs/quickstart.yaml", "--output-dir", str(tmp_path / "out"),
+    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "out"),
                      "--set", f"model.path={tmp_path}/empty-model", timeout=120)
     assert result.returncode == 1
     assert_one_line(result, "model error: ", "model.path", "no config.json")
@@ -35,7 +35,7 @@ def test_bad_dataset_row_is_named(tmp_path):
     data = tmp_path / "prompts.jsonl"
     data.write_text(json.dumps({"prompt": "What is 1 + 1?"}) + "\n" + json.dumps({"prompt": ""}) + "\n")
     out = tmp_path / "out"
-    result = run_cli("configs/quickstart.yaml", "--output-dir", str(out), "--set", f"data.path={data}", timeout=120)
+    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"data.path={data}", timeout=120)
     assert result.returncode == 1
     assert_one_line(result, "data error: ", "data row 1", "'prompt'", "empty")
     assert no_checkpoint_written(out)
@@ -50,7 +50,7 @@ def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path, zero_sta
     """
     out = tmp_path / "out"
     result = run_cli(
-        "configs/quickstart.yaml", "--output-dir", str(out), "--set", f"learner.zero_stage={zero_stage}",
+        "configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"learner.zero_stage={zero_stage}",
         "--set", "train.lr=1e30", "--set", "iterations=1", "--set", "checkpoint.every=1",
     )
     assert result.returncode == 1
@@ -66,7 +66,7 @@ def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path, zero_sta
 
 def test_resources_the_cluster_lacks_fail_fast(tmp_path):
     """Without this check Ray would wait forever for a GPU actor on a CPU machine."""
-    result = run_cli("configs/quickstart.yaml", "--output-dir", str(tmp_path / "out"),
+    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "out"),
                      "--set", "learner.gpus_per_rank=1", timeout=300)
     assert result.returncode == 2
     assert_one_line(result, "spec error: ", "needs 2 GPUs", "learner.gpus_per_rank", "has 0")

@@ -93,10 +93,10 @@ def submit(address: str, env: dict, *entrypoint: str, timeout: float = 900) -> s
     )
 
 
-def test_quickstart_runs_under_ray_job_submit(ray_head, tmp_path):
+def test_main_job_runs_under_ray_job_submit(ray_head, tmp_path):
     address, env = ray_head
     out = tmp_path / "job-out"  # absolute: the job's working directory is a temporary copy of the repo
-    result = submit(address, env, "python", "-m", "jobs.run", "configs/quickstart.yaml",
+    result = submit(address, env, "python", "-m", "jobs.run", "configs/hinted_idft.yaml",
                     "--output-dir", str(out), "--set", "iterations=2")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "finished 2 iteration(s)" in result.stdout

@@ -67,7 +67,7 @@ def test_malformed_spec_fails_with_one_line_naming_the_field(tmp_path, case):
 
 
 def test_bad_override_fails_with_one_line(tmp_path):
-    result = run_cli("configs/quickstart.yaml", "--set", "rollout.workers", timeout=120)
+    result = run_cli("configs/onpolicy_idft.yaml", "--set", "rollout.workers", timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "spec error: --set 'rollout.workers': expected KEY.PATH=VALUE, e.g. --set train.lr=1e-5"

@@ -1,4 +1,4 @@
-"""The quickstart job end to end, on real Ray, vLLM (CPU) and DeepSpeed (ZeRO-2, gloo).
+"""Plain on-policy IDFT (configs/onpolicy_idft.yaml) end to end, on real Ray, vLLM (CPU) and DeepSpeed (ZeRO-2, gloo).
 
 One run (2 rollout workers, 2 learner ranks, 3 iterations) is shared by the
 tests below; each checks one promise the outputs make.
@@ -22,16 +22,16 @@ REQUIRED_METRICS = {
 
 
 @pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quickstart")
+def onpolicy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onpolicy")
     # checkpoint.every=1 keeps the weights each iteration's samples were drawn from.
-    result = run_cli("configs/quickstart.yaml", "--output-dir", str(out), "--set", "checkpoint.every=1")
+    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", "checkpoint.every=1")
     assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return out, result
 
 
-def test_shape_of_the_run(quickstart_run):
-    out, result = quickstart_run
+def test_shape_of_the_run(onpolicy_run):
+    out, result = onpolicy_run
     spec = yaml.safe_load((out / "spec.yaml").read_text())
     assert spec["rollout"]["workers"] == 2 and spec["learner"]["ranks"] == 2 and spec["learner"]["zero_stage"] == 2
     assert spec["checkpoint"]["every"] == 1  # the --set override is in the saved, resolved spec
@@ -59,22 +59,22 @@ def test_shape_of_the_run(quickstart_run):
     assert (out / "checkpoints" / "latest").read_text().strip() == "iter-2"
 
 
-def test_training_moved_the_weights(quickstart_run):
+def test_training_moved_the_weights(onpolicy_run):
     from safetensors.torch import load_file
 
-    out, _ = quickstart_run
+    out, _ = onpolicy_run
     before = load_file(out / "builtin" / "tiny-llama" / "model.safetensors")
     after = load_file(out / "checkpoints" / "iter-2" / "model.safetensors")
     assert before.keys() == after.keys()
     assert max(float((before[k] - after[k]).abs().max()) for k in before) > 1e-4
 
 
-def test_checkpoint_loads_in_transformers_and_vllm_with_equal_logprobs(quickstart_run):
+def test_checkpoint_loads_in_transformers_and_vllm_with_equal_logprobs(onpolicy_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from actors.batching import teacher_forced_logprobs
 
-    out, _ = quickstart_run
+    out, _ = onpolicy_run
     checkpoint = out / "checkpoints" / "iter-2"
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
@@ -94,11 +94,11 @@ def independent_token_cll(model, prompt_ids: list[int], response_ids: list[int])
 
 
 @pytest.mark.parametrize("iteration", [0, 1])
-def test_rollout_cll_equals_teacher_forced_cll(quickstart_run, iteration):
+def test_rollout_cll_equals_teacher_forced_cll(onpolicy_run, iteration):
     """Iteration 0 samples come from the initial model; iteration 1 from the weights synced after iteration 0."""
     from transformers import AutoModelForCausalLM
 
-    out, _ = quickstart_run
+    out, _ = onpolicy_run
     weights = out / "builtin" / "tiny-llama" if iteration == 0 else out / "checkpoints" / f"iter-{iteration - 1}"
     model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32).eval()
     worst = 0.0
