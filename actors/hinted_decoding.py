@@ -119,13 +119,13 @@ def top_p_temperature_probs(logprobs_row: torch.Tensor, top_p: float, temperatur
     """The distribution one step samples from: nucleus at temperature 1, THEN temperature.
 
     Args:
-        logprobs_row: [V] normalised log-probs.
+        logprobs_row: [V] normalised log-probs (or [n, V]: each row on its own).
         top_p: keep the smallest set of most probable tokens whose probability
             sums to >= top_p (always at least one token).
         temperature: > 0; the kept log-probs are divided by it and renormalised.
 
     Returns:
-        [V] fp32 probabilities in vocabulary order, 0 outside the kept set.
+        [V] (or [n, V]) fp32 probabilities in vocabulary order, 0 outside the kept set.
     """
     logprobs_row = logprobs_row.float()
     kept = nucleus_mask(logprobs_row, top_p)
@@ -133,21 +133,19 @@ def top_p_temperature_probs(logprobs_row: torch.Tensor, top_p: float, temperatur
     return torch.softmax(scaled, dim=-1)
 
 
-def nucleus_mask(logprobs_row: torch.Tensor, top_p: float) -> torch.Tensor:
-    """[V] bool, True on the top-p set of a [V] log-prob row (at least the most probable token)."""
+def nucleus_mask(logprobs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Bool mask of the top-p set of each [..., V] log-prob row (at least its most probable token)."""
     if top_p >= 1.0:
         # Everything; the float32 cumulative sum can reach 1 before the last token.
-        return torch.ones_like(logprobs_row, dtype=torch.bool)
+        return torch.ones_like(logprobs, dtype=torch.bool)
     # Stable sort: equal probabilities keep vocabulary order, so the set is deterministic.
-    sorted_logprobs, order = torch.sort(logprobs_row, descending=True, stable=True)
+    sorted_logprobs, order = torch.sort(logprobs, dim=-1, descending=True, stable=True)
     sorted_probs = sorted_logprobs.exp()
     # A token is kept while the mass strictly before it is still short of top_p.
     mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
     keep_sorted = mass_before < top_p
-    keep_sorted[0] = True
-    kept = torch.zeros_like(keep_sorted)
-    kept[order] = keep_sorted
-    return kept
+    keep_sorted[..., 0] = True
+    return torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
 
 
 def sample_top_p_temperature(
@@ -198,7 +196,10 @@ class _RowState:
         elif len(self.tokens) >= s.max_new_tokens:
             self.finish_reason = "length"
         elif s.marker is not None and self.switched_at is None:
-            if s.marker in tokenizer.decode(self.tokens, skip_special_tokens=False):
+            # Checked every step, so a new marker ends in the newest token: decoding a short
+            # tail (every token is at least one character) is enough, and keeps a step O(1).
+            tail = self.tokens[-(len(s.marker) + 8) :]
+            if s.marker in tokenizer.decode(tail, skip_special_tokens=False):
                 self.switched_at = step + 1
 
     def result(self) -> HintedResult:
@@ -289,15 +290,21 @@ def _decode_batch(model, tokenizer, requests, sampling, eos_ids, pad_id, record)
                 lam[j] = 1.0  # after the final-answer marker: the student stream alone
         mixed = mix_logprobs(hint, student, lam)
 
+        # The same per-row distribution sample_top_p_temperature builds, for all rows in one go;
+        # only the draw is per row, with the row's own generator.
+        if sampling.temperature == 0:
+            drawn = torch.argmax(mixed, dim=-1).tolist()
+        else:
+            probs = top_p_temperature_probs(mixed, sampling.top_p, sampling.temperature)
+            drawn = [int(torch.multinomial(probs[j], 1, generator=rows[i].generator)) for j, i in enumerate(alive)]
         next_tokens = []
         for j, i in enumerate(alive):
             state = rows[i]
             state.lambdas.append(float(lam[j]))
             if state.mixed is not None:
                 state.mixed.append(mixed[j].cpu())
-            token = sample_top_p_temperature(mixed[j], sampling.top_p, sampling.temperature, state.generator)
-            state.append(token, eos_ids, tokenizer)
-            next_tokens.append(token)
+            state.append(drawn[j], eos_ids, tokenizer)
+            next_tokens.append(drawn[j])
         step += 1
 
         # Drop finished rows from the batch and the cache (both of their streams).
