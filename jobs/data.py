@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jobs import builtin
 from jobs.errors import DataError
-from jobs.spec import REASONING_GYM_PREFIX, DataSpec, is_builtin, is_reasoning_gym
+from jobs.spec import CHAMP_PREFIX, REASONING_GYM_PREFIX, DataSpec, is_builtin, is_reasoning_gym
 
 REASONING_GYM_DEFAULT_SIZE = 1000
 
@@ -49,6 +49,8 @@ def load_rows(spec: DataSpec) -> list[dict]:
         rows = builtin.arithmetic_rows()
     elif is_reasoning_gym(spec.path):
         rows = _reasoning_gym_rows(spec)
+    elif spec.path.startswith(CHAMP_PREFIX):
+        rows = _champ_rows(spec)
     else:
         rows = _load_with_datasets(spec)
     if spec.max_prompts is not None:
@@ -68,6 +70,28 @@ def _reasoning_gym_rows(spec: DataSpec) -> list[dict]:
     except Exception as exc:  # an unknown task name is a ValueError; bad task options vary
         raise DataError(f"data.path {spec.path!r}: reasoning-gym cannot create it ({type(exc).__name__}: {exc})") from None
     return [dict(entry) for entry in dataset]
+
+
+def _champ_rows(spec: DataSpec) -> list[dict]:
+    """champ-dataset (270 competition problems): question, answer, step-by-step solution, hints."""
+    import champ_dataset
+
+    version = spec.path.removeprefix(CHAMP_PREFIX) or "v0"
+    try:
+        dataset = champ_dataset.load(version)
+    except Exception as exc:
+        raise DataError(f"data.path {spec.path!r}: champ-dataset cannot load {version!r} ({type(exc).__name__}: {exc})") from None
+    return [
+        {
+            "identifier": problem.identifier,
+            "category": problem.category,
+            "question": problem.text,
+            "answer": problem.answer,
+            "solution": "\n".join(step.text for step in problem.solution.steps),
+            "hints": [dataset.hints[h].text for h in problem.ch_list if h in dataset.hints],
+        }
+        for problem in dataset.problems.values()
+    ]
 
 
 def column_value(row: dict, column: str):

@@ -21,6 +21,7 @@ from jobs.spec_base import Section
 
 BUILTIN_PREFIX = "builtin:"
 REASONING_GYM_PREFIX = "reasoning-gym:"
+CHAMP_PREFIX = "champ:"
 PREFERENCE_ALGORITHMS = ("dpo", "rpo", "irft")
 
 
@@ -36,7 +37,8 @@ class ModelSpec(Section):
 class DataSpec(Section):
     path: str = Field(
         "builtin:arithmetic",
-        description=".jsonl/.json/.parquet file, a datasets.save_to_disk folder, a hub dataset, or builtin:arithmetic.",
+        description=".jsonl/.json/.parquet file, a datasets.save_to_disk folder, a hub dataset, builtin:arithmetic, "
+        "reasoning-gym:<task>, or champ:v0 (champ-dataset: question, answer, solution, hints columns).",
     )
     split: str = "train"
     prompt_column: str = Field("prompt", min_length=1)

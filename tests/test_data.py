@@ -135,3 +135,11 @@ def test_reasoning_gym_rows_with_nested_solution_column():
 def test_unknown_reasoning_gym_task():
     with pytest.raises(DataError, match="reasoning-gym:no_such_task.*cannot create it"):
         load_rows(DataSpec(path="reasoning-gym:no_such_task"))
+
+
+def test_champ_rows_have_question_answer_solution_and_hints():
+    rows = load_rows(DataSpec(path="champ:v0", prompt_column="question"))
+    assert len(rows) == 270
+    first = rows[0]
+    assert first["question"] and first["answer"] and first["solution"].count("\n") >= 1 and first["hints"]
+    assert {r["category"] for r in rows} == {"Number-Theory", "Inequality", "Polynomial", "Sequence", "Combinatorics"}
