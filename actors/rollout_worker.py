@@ -36,6 +36,20 @@ def vllm_env_vars(spec: JobSpec) -> dict[str, str]:
     return env
 
 
+def cpu_engine_workarounds(spec: JobSpec) -> dict:
+    """Engine arguments the CPU build needs.
+
+    vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a request with a
+    per-request seed has its prompt prefilled in chunks: it rewinds the seeded generator
+    with an offset only CUDA generators have. A batch whose prompts exceed one step's token
+    budget (e.g. 40 gsm_symbolic hint prompts) gets chunked. Without chunked prefill the
+    scheduler runs whole prompts only, one step's budget at a time.
+    """
+    if spec.rollout.gpus_per_worker > 0:
+        return {}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, spec.model.max_model_len)}
+
+
 SEED_STRIDE = 4096  # more than any samples_per_prompt
 
 
@@ -68,6 +82,7 @@ class RolloutWorker:
             enforce_eager=engine.enforce_eager,
             gpu_memory_utilization=engine.gpu_memory_utilization,
             worker_extension_cls=WORKER_EXTENSION,
+            **cpu_engine_workarounds(spec),
         )
         tokenizer = self.llm.get_tokenizer()
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
