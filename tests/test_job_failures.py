@@ -149,3 +149,22 @@ def test_reward_function_that_raises_names_the_sample(tmp_path):
     )
     assert no_checkpoint_written(out)
     assert (out / "metrics.jsonl").read_text() == ""
+
+
+def test_hinted_rows_without_a_reference_solution(tmp_path):
+    data = write_rows(tmp_path / "problems.jsonl", [
+        {"prompt": "What is 1 + 1?", "answer": "2", "solution": "1 + 1 = 2. The answer is 2."},
+        {"prompt": "What is 2 + 2?", "answer": "4"},
+    ])
+    result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(tmp_path / "out"), "--set", f"data.path={data}",
+                     timeout=120)
+    assert result.returncode == 1
+    assert_one_line(result, "data error: ", "data row 1", "no column 'solution'")
+    assert "starting" not in result.stdout
+
+
+def test_hinted_verifier_must_be_a_reward_source(tmp_path):
+    result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(tmp_path / "out"),
+                     "--set", "rollout.hinted.verifier=exact", timeout=120)
+    assert result.returncode == 2
+    assert_one_line(result, "spec error: ", "rollout.hinted.verifier 'exact'", "answer", "digits")
