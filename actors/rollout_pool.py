@@ -25,9 +25,7 @@ class RolloutPool:
 
     def generate(self, prompts: list[Prompt], iteration: int) -> tuple[list[Sample], dict]:
         """k samples per prompt, CLL-scored, in prompt order; plus generation numbers."""
-        results = self._spread("generate", prompts, iteration)
-        samples = [sample for worker_samples, _ in results for sample in worker_samples]
-        stats = [worker_stats for _, worker_stats in results]
+        samples, stats = self._spread_samples("generate", prompts, iteration)
         # Workers run in parallel, so the slowest one is the wall time.
         generate_seconds = max(s["generate_seconds"] for s in stats)
         tokens = sum(s["generated_tokens"] for s in stats)
@@ -41,9 +39,7 @@ class RolloutPool:
 
     def hinted(self, jobs: list, iteration: int) -> tuple[list[Sample], dict]:
         """Hinted Decoding of the given problems, spread over the workers; samples in job order."""
-        results = self._spread("hinted", jobs, iteration)
-        samples = [sample for worker_samples, _ in results for sample in worker_samples]
-        stats = [worker_stats for _, worker_stats in results]
+        samples, stats = self._spread_samples("hinted", jobs, iteration)
         seconds = max(s["hinted_seconds"] for s in stats)
         tokens = sum(s["hinted_tokens"] for s in stats)
         return samples, {
@@ -56,6 +52,11 @@ class RolloutPool:
     def score(self, samples: list[Sample]) -> list[Sample]:
         """Teacher-forced CLL and summed log-prob of given samples, spread over the workers, in order."""
         return [sample for scored in self._spread("score", samples) for sample in scored]
+
+    def _spread_samples(self, method: str, items: list, *args) -> tuple[list[Sample], list[dict]]:
+        """For methods returning (samples, stats): all samples in input order, and each worker's stats."""
+        results = self._spread(method, items, *args)
+        return [s for worker_samples, _ in results for s in worker_samples], [stats for _, stats in results]
 
     def _spread(self, method: str, items: list, *args) -> list:
         """Call `method` on every worker with one contiguous slice of `items` each; results in worker order."""
