@@ -283,12 +283,14 @@ def _decode_batch(model, tokenizer, requests, sampling, eos_ids, pad_id, record)
         hint = torch.log_softmax(logits[:k], dim=-1)
         student = torch.log_softmax(logits[k:], dim=-1)
         lam = entropy_lambda(hint, sampling.beta)
-        for j, i in enumerate(alive):
-            if step == 0:
-                lam[j] = 0.0  # the first token comes from the hint stream alone
-            elif rows[i].switched_at is not None:
-                lam[j] = 1.0  # after the final-answer marker: the student stream alone
+        if step == 0:
+            lam = torch.zeros_like(lam)  # the first token comes from the hint stream alone
+        else:
+            switched = [rows[i].switched_at is not None for i in alive]
+            if any(switched):  # after the final-answer marker: the student stream alone
+                lam = torch.where(torch.tensor(switched, device=lam.device), torch.ones_like(lam), lam)
         mixed = mix_logprobs(hint, student, lam)
+        lam_values = lam.tolist()
 
         # The same per-row distribution sample_top_p_temperature builds, for all rows in one go;
         # only the draw is per row, with the row's own generator.
@@ -300,7 +302,7 @@ def _decode_batch(model, tokenizer, requests, sampling, eos_ids, pad_id, record)
         next_tokens = []
         for j, i in enumerate(alive):
             state = rows[i]
-            state.lambdas.append(float(lam[j]))
+            state.lambdas.append(lam_values[j])
             if state.mixed is not None:
                 state.mixed.append(mixed[j].cpu())
             state.append(drawn[j], eos_ids, tokenizer)
