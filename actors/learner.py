@@ -67,9 +67,11 @@ def micro_batches(items: list, size: int, multiple_of: int) -> list[list]:
     return [items[bounds[i] : bounds[i + 1]] for i in range(count)]
 
 
-@torch.no_grad()
 def pair_logps(model, pairs: list[Pair], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """[2B] summed response log-probs and [2B] response lengths: the B chosen, then the B rejected."""
+    """[2B] summed response log-probs and [2B] response lengths: the B chosen, then the B rejected.
+
+    Carries grad when `model` does: the learner trains through it, the frozen reference does not.
+    """
     batch = collate_pairs(pairs, pad_id).to(device)
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     return sequence_logps(response_token_stats(logits, batch.input_ids, batch.response_mask))
@@ -144,7 +146,8 @@ class Learner:
         """(chosen, rejected) summed log-probs under the frozen initial model, once per pair."""
         results = []
         for chunk in micro_batches(pairs, self.spec.train.micro_batch_size, 1):
-            logps, _ = pair_logps(self.reference, chunk, self.pad_id, self.device)
+            with torch.no_grad():
+                logps, _ = pair_logps(self.reference, chunk, self.pad_id, self.device)
             results += list(zip(logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()))
         return results
 
@@ -156,9 +159,7 @@ class Learner:
         return loss, metrics, float(metrics["num_tokens"]), int(batch.attention_mask.sum()), []
 
     def _pair_loss(self, pairs: list[Pair]) -> tuple[torch.Tensor, dict, float, int, list]:
-        batch = collate_pairs(pairs, self.pad_id).to(self.device)
-        logits = self.engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        logps, lengths = sequence_logps(response_token_stats(logits, batch.input_ids, batch.response_mask))
+        logps, lengths = pair_logps(self.engine, pairs, self.pad_id, self.device)
         n = len(pairs)
         reference = None
         if pairs[0].reference_logp_chosen is not None:
@@ -177,7 +178,7 @@ class Learner:
                 logps[:n].tolist(), logps[n:].tolist(), metrics["per_pair_loss"].tolist()
             )
         ]
-        return loss, metrics, float(n), int(batch.attention_mask.sum()), records
+        return loss, metrics, float(n), sum(p.num_tokens for p in pairs), records
 
     def _stop_if_not_finite(self, value: torch.Tensor, what: str, iteration: int) -> None:
         # Decided collectively: if one rank raised alone, the others would wait

@@ -56,7 +56,8 @@ def passes(sample: Sample, spec: JobSpec) -> bool:
     return sample.rewards.get(hinted.verifier, float("-inf")) >= hinted.pass_threshold
 
 
-def mean(values: list[float]) -> float | None:
+def mean_or_none(values: list[float]) -> float | None:
+    """None, not 0, when nothing was kept: 0 is a real CLL value."""
     return sum(values) / len(values) if values else None
 
 
@@ -100,9 +101,9 @@ def answer_first(attempts, prompts, rollout, rewards, spec: JobSpec, tokenizer, 
         "kept_hinted": sum(s.source != "on_policy" for s in kept),
         **{f"dropped_{reason}": sum(s.dropped == reason for s in everything)
            for reason in ("wrong", "no_header", "repetition", "cll")},
-        "kept_cll_mean": mean([s.cll["avg_cll"] for s in kept]),
-        "hinted_cll_mean": mean([s.cll["avg_cll"] for s in decoded]),
-        "reference_cll_mean": mean([r.cll["avg_cll"] for r in references]),
+        "kept_cll_mean": mean_or_none([s.cll["avg_cll"] for s in kept]),
+        "hinted_cll_mean": mean_or_none([s.cll["avg_cll"] for s in decoded]),
+        "reference_cll_mean": mean_or_none([r.cll["avg_cll"] for r in references]),
         **hinting,
     }
     return kept, everything + references, metrics

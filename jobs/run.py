@@ -43,10 +43,10 @@ def resolve_model(spec: JobSpec, outputs) -> str:
         if path != builtin.TINY_LLAMA:
             raise ModelError(f"model.path: unknown builtin {path!r}; expected {builtin.TINY_LLAMA!r}")
         return str(builtin.build_tiny_llama(outputs.dir / "builtin" / "tiny-llama", seed=spec.seed))
-    return resolve_model_path(path, "model.path")
+    return resolve_model_path(path, "model.path", f", or {builtin.TINY_LLAMA!r}")
 
 
-def resolve_model_path(path: str, field: str) -> str:
+def resolve_model_path(path: str, field: str, alternatives: str = "") -> str:
     """A local HF folder as it is, or a hub id fetched once here so every actor finds it in the local cache."""
     local = Path(path).expanduser()
     if local.exists():
@@ -56,7 +56,7 @@ def resolve_model_path(path: str, field: str) -> str:
     if path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise ModelError(
             f"{field}: {path!r} does not exist; expected a local model folder, a hub id like "
-            f"'HuggingFaceTB/SmolLM2-135M-Instruct', or {builtin.TINY_LLAMA!r}"
+            f"'HuggingFaceTB/SmolLM2-135M-Instruct'{alternatives}"
         )
     try:
         from huggingface_hub import snapshot_download

@@ -343,8 +343,10 @@ class JobSpec(Section):
     @property
     def items_per_iteration(self) -> int:
         """Samples, or for pair algorithms the most pairs an iteration can make (ties make fewer)."""
-        if not self.trains_on_pairs or self.preference.source == "dataset":
-            return self.samples_per_iteration if not self.trains_on_pairs else self.rollout.prompts_per_iteration
+        if not self.trains_on_pairs:
+            return self.samples_per_iteration  # answer-first keeps at most these
+        if self.preference.source == "dataset":
+            return self.rollout.prompts_per_iteration
         if self.algorithm == "irft":
             return self.samples_per_iteration
         k = self.rollout.samples_per_prompt
@@ -361,12 +363,13 @@ class JobSpec(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def _is_union_tag(loc: tuple, position: int) -> bool:
+    """Pydantic puts a reward source's `kind` right after its list index (reward.sources[0].function...)."""
+    return position > 0 and isinstance(loc[position - 1], int) and loc[position] in REWARD_SOURCES_BY_KIND
+
+
 def _user_location(loc: tuple) -> tuple:
-    return tuple(
-        item
-        for position, item in enumerate(loc)
-        if not (position and isinstance(loc[position - 1], int) and item in REWARD_SOURCES_BY_KIND)
-    )
+    return tuple(item for position, item in enumerate(loc) if not _is_union_tag(loc, position))
 
 
 def _format_location(loc: tuple) -> str:
@@ -384,7 +387,7 @@ def _allowed_fields(loc: tuple) -> list[str]:
     for position, item in enumerate(loc[:-1]):
         if isinstance(item, int):
             continue
-        if position and isinstance(loc[position - 1], int) and item in REWARD_SOURCES_BY_KIND:
+        if _is_union_tag(loc, position):
             model = REWARD_SOURCES_BY_KIND[item]
             continue
         field = model.model_fields.get(item)
