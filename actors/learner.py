@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import socket
 import time
 from datetime import timedelta
@@ -21,10 +20,12 @@ import torch
 from actors.batching import Pair, Sample, collate_pairs, collate_samples, teacher_forced_logprobs
 from actors.objectives import pair_objective, sample_objective
 from actors.weights_payload import encode_weights
+from jobs.checkpoints import TRAINING_STATE, CheckpointError
 from jobs.errors import TrainingError
 from jobs.spec import JobSpec
 from losses.token_stats import response_token_stats, sequence_logps
 
+DEEPSPEED_TAG = "deepspeed"
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -84,9 +85,10 @@ def free_port() -> int:
 
 
 class Learner:
-    def __init__(self, spec: JobSpec, model_path: str, rank: int, world_size: int):
+    def __init__(self, spec: JobSpec, model_path: str, rank: int, world_size: int, resume_from: str | None = None):
         self.spec = spec
-        self.model_path = model_path
+        self.model_path = model_path  # the initial model: tokenizer, and the frozen reference
+        self.resume_from = resume_from  # a checkpoint folder: the policy's weights and training state
         self.rank = rank
         self.world_size = world_size
         self.on_gpu = spec.learner.gpus_per_rank > 0
@@ -99,7 +101,8 @@ class Learner:
 
         return ray.util.get_node_ip_address(), free_port()
 
-    def setup(self, master_addr: str, master_port: int) -> None:
+    def setup(self, master: tuple[str, int]) -> None:
+        master_addr, master_port = master
         os.environ.update(
             {
                 "RANK": str(self.rank),
@@ -122,7 +125,9 @@ class Learner:
         deepspeed.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo", timeout=timedelta(minutes=10))
 
         torch.manual_seed(self.spec.seed)
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=TORCH_DTYPES[self.spec.model.dtype])
+        model = AutoModelForCausalLM.from_pretrained(
+            self.resume_from or self.model_path, dtype=TORCH_DTYPES[self.spec.model.dtype]
+        )
         train = self.spec.train
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=train.lr, betas=train.betas, weight_decay=train.weight_decay
@@ -134,6 +139,16 @@ class Learner:
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(self.spec)
         )
+        # The weights go into the HF folder as safetensors; DeepSpeed's checkpoint would hold a second,
+        # pickled copy of them. Its optimizer and scheduler state is what it keeps for us.
+        self.engine.module_state_dict = lambda *args, **kwargs: {}
+        if self.resume_from:
+            loaded, _ = self.engine.load_checkpoint(
+                str(Path(self.resume_from) / TRAINING_STATE), tag=DEEPSPEED_TAG,
+                load_module_strict=False, custom_load_fn=lambda src, dst: None,  # weights came from the HF folder
+            )
+            if loaded is None:
+                raise CheckpointError(f"{self.resume_from}: no DeepSpeed training state for rank {self.rank}")
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         self.reference = None
         if self.spec.uses_initial_reference:
@@ -199,6 +214,9 @@ class Learner:
         the forward pass that trains on the pair).
         """
         self.engine.train()
+        # Dropout and any sampling in a loss draw from here. Seeding from (seed, iteration, rank) makes a
+        # resumed iteration draw exactly what the uninterrupted one drew, with no RNG state to carry.
+        torch.manual_seed((self.spec.seed * 1_000_003 + iteration) * 1_009 + self.rank)
         compute_loss = self._pair_loss if self.spec.trains_on_pairs else self._sample_loss
         chunks = micro_batches(items, self.spec.train.micro_batch_size, self.spec.train.gradient_accumulation_steps)
         totals: dict[str, float] = {"loss": 0.0, "weight": 0.0}
@@ -247,24 +265,19 @@ class Learner:
         """The full weights as one payload (ZeRO 0-2 keep full parameters on every rank)."""
         return encode_weights(self.engine.module.state_dict())
 
-    def save_checkpoint(self, directory: str) -> str:
-        """Write an HF folder atomically: a reader sees the old checkpoint or the new one, never half of one."""
+    def save_checkpoint(self, directory: str) -> None:
+        """Every rank writes its optimizer shard under training_state/; rank 0 also writes the HF folder.
+
+        Collective: all ranks must call it. `directory` is the checkpoint store's staging folder,
+        which the driver seals (fsync, rename) once every rank has returned.
+        """
         from transformers import AutoTokenizer
 
-        target = Path(directory)
-        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        # save_pretrained writes tied weights once and ties them again on load.
-        self.engine.module.save_pretrained(staging)
-        AutoTokenizer.from_pretrained(self.model_path).save_pretrained(staging)
-        if target.exists():
-            retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-        return str(target)
+        if self.rank == 0:
+            # save_pretrained writes tied weights once and ties them again on load.
+            self.engine.module.save_pretrained(directory)
+            AutoTokenizer.from_pretrained(self.model_path).save_pretrained(directory)
+        self.engine.save_checkpoint(str(Path(directory) / TRAINING_STATE), tag=DEEPSPEED_TAG, save_latest=False)
 
     def sequence_logprobs(self, token_ids: list[int]) -> list[float]:
         """The learner's log p of token_ids[1:]: the probe that checks weight sync."""

@@ -9,13 +9,27 @@ import ray
 
 from actors.batching import Pair, Sample
 from actors.learner import Learner
+from jobs.errors import HintflowError
 from jobs.spec import JobSpec
 
-SETUP_TIMEOUT_S = 600
+
+
+class LearnerDied(HintflowError):
+    """A rank's process is gone: the others would wait in the next all-reduce forever, so the group stops."""
+
+    kind = "learner failure"
+
+    def __init__(self, message: str, rank: int = -1):
+        super().__init__(message)
+        self.rank = rank
+
+    def __reduce__(self):
+        return (LearnerDied, (str(self), self.rank))
 
 
 class LearnerGroup:
-    def __init__(self, spec: JobSpec, model_path: str, env_vars: dict[str, str]):
+    def __init__(self, spec: JobSpec, model_path: str, env_vars: dict[str, str], resume_from: str | None = None):
+        """Starts the ranks and returns at once; `ready_refs()` tells when each one has its model and optimizer."""
         self.spec = spec
         remote_learner = ray.remote(Learner).options(
             num_cpus=spec.learner.cpus_per_rank,
@@ -23,10 +37,30 @@ class LearnerGroup:
             runtime_env={"env_vars": env_vars},
         )
         self.ranks = [
-            remote_learner.remote(spec, model_path, rank, spec.learner.ranks) for rank in range(spec.learner.ranks)
+            remote_learner.remote(spec, model_path, rank, spec.learner.ranks, resume_from)
+            for rank in range(spec.learner.ranks)
         ]
-        master_addr, master_port = ray.get(self.ranks[0].master_address.remote(), timeout=SETUP_TIMEOUT_S)
-        ray.get([r.setup.remote(master_addr, master_port) for r in self.ranks], timeout=SETUP_TIMEOUT_S)
+        # Rank 0's address goes to every rank's setup as a reference: no round trip through the driver.
+        master = self.ranks[0].master_address.remote()
+        self._setup = [rank.setup.remote(master) for rank in self.ranks]
+
+    def ready_refs(self) -> list[tuple[str, ray.ObjectRef]]:
+        return [(f"learner rank {i}", ref) for i, ref in enumerate(self._setup)]
+
+    def _on_every_rank(self, refs: list[ray.ObjectRef], doing: str) -> list:
+        """Each rank's result. A rank that dies fails the group as soon as Ray notices, not after the
+        surviving ranks time out in a collective."""
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except ray.exceptions.RayActorError as exc:
+                rank = refs.index(done[0])
+                reason = getattr(exc, "error_msg", "") or type(exc).__name__
+                reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
+                raise LearnerDied(f"learner rank {rank} died while {doing} ({reason})", rank) from None
+        return ray.get(refs)
 
     def train(self, items: list[Sample] | list[Pair], iteration: int) -> dict:
         """Shuffle, give every rank an equal shard, train, and merge the ranks' numbers.
@@ -46,8 +80,9 @@ class LearnerGroup:
             unused = {("pairs_unused" if self.spec.trains_on_pairs else "samples_unused"): len(items) - usable}
         if usable == 0:
             return {"loss": None, "train_tokens_per_s": 0.0, "train_seconds": 0.0, "train_tokens": 0, **unused}
-        per_rank = ray.get(
-            [r.train.remote([items[i] for i in shard], iteration) for r, shard in zip(self.ranks, shards)]
+        per_rank = self._on_every_rank(
+            [r.train.remote([items[i] for i in shard], iteration) for r, shard in zip(self.ranks, shards)],
+            f"training in iteration {iteration}",
         )
         for shard, result in zip(shards, per_rank):
             for i, record in zip(shard, result.pop("records")):
@@ -74,7 +109,10 @@ class LearnerGroup:
         started = time.perf_counter()
         ranks = len(self.ranks)
         shards = [shard for shard in (list(range(len(pairs)))[rank::ranks] for rank in range(ranks)) if shard]
-        results = ray.get([r.reference_logps.remote([pairs[i] for i in shard]) for r, shard in zip(self.ranks, shards)])
+        results = self._on_every_rank(
+            [r.reference_logps.remote([pairs[i] for i in shard]) for r, shard in zip(self.ranks, shards)],
+            "computing reference log-probs",
+        )
         for shard, logps in zip(shards, results):
             for i, (chosen, rejected) in zip(shard, logps):
                 pairs[i].reference_logp_chosen, pairs[i].reference_logp_rejected = chosen, rejected
@@ -84,8 +122,9 @@ class LearnerGroup:
         """A reference to rank 0's weights in the object store; never pulled into the driver."""
         return self.ranks[0].export_weights.remote()
 
-    def save_checkpoint(self, directory: str) -> str:
-        return ray.get(self.ranks[0].save_checkpoint.remote(directory))
+    def save_checkpoint(self, directory: str) -> None:
+        """Weights (rank 0) and every rank's optimizer shard into `directory`; the caller seals it."""
+        self._on_every_rank([r.save_checkpoint.remote(directory) for r in self.ranks], "writing a checkpoint")
 
     def sequence_logprobs(self, token_ids: list[int]) -> list[float]:
         return ray.get(self.ranks[0].sequence_logprobs.remote(token_ids))

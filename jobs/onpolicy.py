@@ -15,22 +15,25 @@
         train the learner group on the samples or the pairs
         push the new weights into every rollout engine, in place
         record metrics, samples and pairs; checkpoint when due
+    a stop signal ends the loop at the next safe point (between iterations, or before the
+    weights change) with a checkpoint of the last finished iteration
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
-from actors.learner_group import LearnerGroup
-from actors.reward_actor import RewardScorer
-from actors.rollout_pool import RolloutPool
 from actors.weight_sync import make_weight_sync
 from jobs.answer_first import answer_first
+from jobs.checkpoints import Checkpoint, CheckpointStore
 from jobs.data import Prompt, PromptStream
 from jobs.pairs import dataset_pairs, demonstration_samples, irft_pairs, online_pairs
 from jobs.progress import Progress
 from jobs.run_outputs import RunOutputs
 from jobs.spec import JobSpec
+from jobs.startup import start_actors
+from jobs.stop_signals import StopRequests
 
 
 def mean(values: list[float]) -> float:
@@ -59,6 +62,13 @@ def demonstration_summary(demonstrations) -> dict:
     }
 
 
+@dataclass
+class LoopEnd:
+    history: list[dict]  # every iteration's metrics, including those before a resume
+    checkpoint: Checkpoint | None  # the newest complete checkpoint when the loop ended
+    stopped_after: int | None = None  # set when a stop signal ended the run early: the last finished iteration
+
+
 def run_onpolicy(
     spec: JobSpec,
     outputs: RunOutputs,
@@ -67,25 +77,45 @@ def run_onpolicy(
     env_vars: dict,
     tokenizer,
     reward_model_paths: dict[str, str],
-) -> list[dict]:
+    stop: StopRequests,
+    resume: Checkpoint | None = None,
+    started: float = 0.0,
+    prompt_counts: dict | None = None,
+) -> LoopEnd:
     progress = Progress(spec.iterations)
     stream = PromptStream(prompts, shuffle=spec.data.shuffle, seed=spec.seed)
     prompts_by_index = {p.index: p for p in prompts}
+    checkpoints = CheckpointStore(outputs.checkpoints_dir, spec.checkpoint.keep_last)
+    first = 0
+    if resume:
+        first = resume.loop_state()["next_iteration"]
+        stream.restore(resume.loop_state()["data"])
+        progress.note(f"resuming at iteration {first} from {resume.path}")
     progress.note(f"{len(prompts)} prompts from {spec.data.path}")
 
-    workers = f"{spec.rollout.workers} rollout worker(s), " if spec.uses_rollout else ""
-    progress.note(f"starting {workers}{spec.learner.ranks} learner rank(s)"
-                  + (" and the reward actor" if spec.reward.sources else ""))
-    rollout = RolloutPool(spec, model_path, env_vars) if spec.uses_rollout else None
-    rewards = RewardScorer(spec, reward_model_paths, env_vars) if spec.reward.sources else None
-    learners = LearnerGroup(spec, model_path, env_vars)
+    rollout, rewards, learners = start_actors(
+        spec, progress, stop, model_path, str(resume.path) if resume else model_path,
+        str(resume.path) if resume else None, reward_model_paths, env_vars,
+    )
     weight_sync = make_weight_sync(spec.sync)
 
-    outputs.start_metrics()
-    history = []
-    for iteration in range(spec.iterations):
-        started = time.perf_counter()
+    def save_checkpoint(iteration: int, data_position: dict) -> Checkpoint:
+        progress.note(f"writing checkpoint iter-{iteration}")
+        learners.save_checkpoint(str(checkpoints.begin(iteration)))
+        loop_state = {"next_iteration": iteration + 1, "data": data_position, "spec": spec.model_dump(mode="json")}
+        return checkpoints.commit(iteration, loop_state)
+
+    history = outputs.start_metrics(keep_before=first)
+    latest, finished_position = resume, stream.state()
+    for iteration in range(first, spec.iterations):
+        if stop.requested:
+            break
+        started_iteration = time.perf_counter()
         metrics: dict = {"iteration": iteration}
+        if iteration == first:  # of this start: a resumed run measures its own start-up
+            metrics.update(seconds_to_first_iteration=started_iteration - started, **(prompt_counts or {}))
+            if resume:
+                metrics["resumed_from"] = str(resume.path)
         batch = stream.next_batch(spec.rollout.prompts_per_iteration)
 
         samples, demonstrations = [], []
@@ -123,6 +153,8 @@ def run_onpolicy(
         else:
             items = samples
 
+        if stop.requested:
+            break  # the last safe point before the weights change: this iteration is redone on resume
         progress.step(f"training on {len(items)} {'pairs' if spec.trains_on_pairs else 'samples'}")
         metrics.update(learners.train(items, iteration))
         if spec.trains_on_pairs:
@@ -132,14 +164,18 @@ def run_onpolicy(
             progress.step("syncing weights")
             metrics["sync_seconds"] = weight_sync.push(learners, rollout)
 
-        metrics.update(samples=len(samples), data_epoch=stream.epoch, iteration_seconds=time.perf_counter() - started)
+        finished_position = stream.state()
+        metrics.update(samples=len(samples), data_epoch=stream.epoch, iteration_seconds=time.perf_counter() - started_iteration)
         if (spec.checkpoint.every and (iteration + 1) % spec.checkpoint.every == 0) or iteration == spec.iterations - 1:
-            progress.step("checkpointing")
-            path = outputs.checkpoint_path(iteration)
-            learners.save_checkpoint(str(path))
-            outputs.mark_latest_checkpoint(path)
-            metrics["checkpoint"] = str(path)
+            latest = save_checkpoint(iteration, finished_position)
+            metrics["checkpoint"] = str(latest.path)
         outputs.append_metrics(metrics)
         history.append(metrics)
         progress.end(metrics)
-    return history
+
+    if not stop.requested:
+        return LoopEnd(history, latest)
+    last_finished = history[-1]["iteration"] if history else None
+    if last_finished is not None and (latest is None or latest.iteration != last_finished):
+        latest = save_checkpoint(last_finished, finished_position)
+    return LoopEnd(history, latest, stopped_after=last_finished)

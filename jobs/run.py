@@ -3,7 +3,9 @@
 Starts a local Ray, or joins the cluster named by RAY_ADDRESS (which is what
 `ray job submit` sets), then runs the recipe the spec's `algorithm` selects.
 Bad input ends the run with one line on stderr naming what is wrong, and a
-non-zero exit: 2 for a bad spec, 1 for anything else.
+non-zero exit: 2 for a bad spec, 1 for anything else. Ctrl-C or SIGTERM stops
+at the next safe point with a checkpoint, prints the command that resumes the
+run, and exits 130 or 143 (jobs/stop_signals.py).
 """
 
 from __future__ import annotations
@@ -11,14 +13,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs import builtin
+from jobs.checkpoints import Checkpoint, CheckpointStore
 from jobs.errors import HintflowError, ModelError, SpecError
 from jobs.progress import summary
+from jobs.resume import resume_point, spec_changes
 from jobs.spec import JobSpec, is_builtin, load_spec
+from jobs.stop_signals import StopRequests
+
+if TYPE_CHECKING:
+    from jobs.onpolicy import LoopEnd
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,6 +39,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--actor-logs", action="store_true",
         help="show the actors' own output (vLLM, DeepSpeed) in this terminal; it always goes to Ray's session logs",
+    )
+    parser.add_argument(
+        "--resume", metavar="DIR",
+        help="continue the run in DIR (its output directory) from its newest complete checkpoint, "
+        "or from DIR if it is one checkpoint folder (DIR/checkpoints/iter-N)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="start over in an output directory that holds an earlier run's checkpoints (they are deleted)",
     )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -139,9 +159,34 @@ def written_response_columns(spec: JobSpec) -> list[str]:
     return []
 
 
-def run(spec: JobSpec, output_dir: str, actor_logs: bool = False) -> list[dict]:
+def resume_command(args: argparse.Namespace, output_dir: Path) -> str:
+    """What to type to continue this run: the same spec and overrides (fixed fields must match)."""
+    words = ["python", "-m", "jobs.run", args.spec, "--resume", str(output_dir)]
+    for assignment in args.overrides:
+        words += ["--set", assignment]
+    return shlex.join(words)
+
+
+def prepare_output_dir(outputs, args: argparse.Namespace, resuming: bool) -> None:
+    """Clear away half-written checkpoints; never start a new run over an earlier run's checkpoints by accident."""
+    store = CheckpointStore(outputs.checkpoints_dir)
+    store.remove_partial()
+    earlier = store.latest()
+    if earlier and not resuming:
+        if not args.overwrite:
+            raise SpecError(
+                f"{outputs.dir} already holds checkpoints of an earlier run (newest: {earlier.path.name}); "
+                f"continue it with --resume {outputs.dir}, start over with --overwrite, or pick another --output-dir"
+            )
+        for checkpoint in store.complete():
+            shutil.rmtree(checkpoint.path)
+
+
+def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopRequests, resume: Checkpoint | None = None,
+        changes: dict | None = None) -> "LoopEnd":
     import ray
 
+    from actors.learner_group import LearnerDied
     from actors.reward_sources import check_reward_sources
     from jobs.data import check_columns, load_prompts
     from jobs.onpolicy import run_onpolicy
@@ -149,41 +194,93 @@ def run(spec: JobSpec, output_dir: str, actor_logs: bool = False) -> list[dict]:
 
     started = time.perf_counter()
     outputs = RunOutputs(output_dir)
+    prepare_output_dir(outputs, args, resuming=resume is not None)
     spec.output_dir = str(outputs.dir)
     outputs.save_spec(spec)
+    if resume:
+        outputs.record_resume(resume, changes or {})
     model_path = resolve_model(spec, outputs)
     # Every row, reward source and model path is checked before any actor starts: bad input fails in seconds.
     tokenizer = load_tokenizer(model_path)
-    prompts = load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)
+    prompts, prompt_counts = load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)
+    if any(prompt_counts.values()):
+        print(f"[hintflow] prompts over {spec.max_prompt_tokens} tokens (data.overlong_prompts: "
+              f"{spec.data.overlong_prompts}): {prompt_counts['prompts_dropped_too_long']} dropped, "
+              f"{prompt_counts['prompts_truncated']} truncated", flush=True)
     check_columns(prompts, written_response_columns(spec), tokenizer, spec.model.max_model_len)
     reward_model_paths = check_reward_sources(spec, prompts, resolve_model_path)
-    start_ray(actor_logs)
-    try:
-        check_cluster_fits(spec)
-        history = run_onpolicy(
-            spec, outputs, model_path, prompts, actor_env_vars(spec), tokenizer, reward_model_paths
-        )
-    finally:
-        ray.shutdown()
-    print(summary(spec.name, history, str(outputs.dir), time.perf_counter() - started), flush=True)
-    return history
+    restarts = 0
+    while True:
+        start_ray(args.actor_logs)
+        try:
+            check_cluster_fits(spec)
+            end = run_onpolicy(
+                spec, outputs, model_path, prompts, actor_env_vars(spec), tokenizer, reward_model_paths,
+                stop, resume, started, prompt_counts,
+            )
+            break
+        except LearnerDied as exc:
+            latest = CheckpointStore(outputs.checkpoints_dir).latest()
+            where = f"last good checkpoint: {latest.path}" if latest else "no checkpoint written yet"
+            if latest is None or restarts >= spec.faults.job_restarts:
+                how = f"; resume with: {resume_command(args, outputs.dir)}" if latest else "; start the job again"
+                raise LearnerDied(f"{exc}; {where}{how}", exc.rank) from None
+            restarts += 1
+            print(f"[hintflow] {exc}; restarting from {latest.path} "
+                  f"(restart {restarts} of faults.job_restarts={spec.faults.job_restarts})", flush=True)
+            resume = latest
+        finally:
+            # Also the clean slate for a restart: every actor of the failed attempt goes with the session.
+            ray.shutdown()
+    if end.stopped_after is None:
+        print(summary(spec.name, end.history, str(outputs.dir), time.perf_counter() - started), flush=True)
+    return end
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop = StopRequests()
+    stop.install()
+    output_dir = None
     try:
         spec = load_spec(args.spec, args.overrides)
-        output_dir = args.output_dir or spec.output_dir or str(Path("runs") / spec.name)
-        run(spec, output_dir, actor_logs=args.actor_logs)
+        resume, changes = None, None
+        if args.resume:
+            output_dir, resume = resume_point(args.resume)
+            spec.output_dir = str(output_dir)  # where a resumed run writes is not a change of spec
+            if args.output_dir and Path(args.output_dir).resolve() != output_dir:
+                raise SpecError(f"--output-dir {args.output_dir} and --resume {args.resume} name different runs; "
+                                f"a resumed run writes into the run it continues")
+            changes = spec_changes(resume, spec)
+        else:
+            output_dir = Path(args.output_dir or spec.output_dir or Path("runs") / spec.name).resolve()
+        end = run(spec, output_dir, args, stop, resume, changes)
     except SpecError as exc:
         print(exc.one_line(), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # The second signal (or a Ctrl-C before the handler was in place): stop now, save nothing new.
+        latest = CheckpointStore(output_dir / "checkpoints").latest() if output_dir else None
+        held = f"the newest complete checkpoint is {latest.path}; resume with: {resume_command(args, output_dir)}" \
+            if latest else "no checkpoint was written; start the job again"
+        print(f"stopped at once by {stop.name or 'SIGINT'}: {held}", file=sys.stderr, flush=True)
+        return stop.exit_code if stop.requested else 130
     except Exception as exc:
         user_error = unwrap_user_error(exc)
         if user_error is None:
             raise
         print(user_error.one_line(), file=sys.stderr)
         return 1
+    finally:
+        stop.uninstall()
+    if stop.requested:
+        if end.stopped_after is None:
+            print(f"stopped by {stop.name} before the first iteration finished: no checkpoint to resume from; "
+                  f"start the job again", file=sys.stderr, flush=True)
+        else:
+            print(f"stopped by {stop.name} after iteration {end.stopped_after}: checkpoint {end.checkpoint.path}; "
+                  f"resume with: {resume_command(args, output_dir)}", file=sys.stderr, flush=True)
+        return stop.exit_code
     return 0
 
 

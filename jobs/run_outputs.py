@@ -1,10 +1,12 @@
 """Everything a run leaves in its output directory.
 
     DIR/spec.yaml                 the resolved spec (defaults filled in)
+    DIR/resumes.jsonl             one line per --resume: the checkpoint it continued from, the spec changes
     DIR/metrics.jsonl             one JSON object per iteration, flushed as it happens
     DIR/samples/iter-N.jsonl      every sample of iteration N with its CLL and rewards
     DIR/pairs/iter-N.jsonl        every preference pair of iteration N with its reference and policy log-probs
-    DIR/checkpoints/iter-N/       HF folder: safetensors, config, tokenizer
+    DIR/checkpoints/iter-N/       HF folder: safetensors, config, tokenizer; training_state/ beside
+                                  the weights (jobs/checkpoints.py)
     DIR/checkpoints/latest        name of the newest complete checkpoint
 
 Files are written whole-or-not-at-all (temp file + rename) or appended and
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,9 +44,15 @@ class RunOutputs:
     def save_spec(self, spec: JobSpec) -> None:
         write_atomically(self.dir / "spec.yaml", spec.to_yaml())
 
-    def start_metrics(self) -> None:
-        # A rerun into the same directory starts a fresh history.
-        self.metrics_path.write_text("")
+    def start_metrics(self, keep_before: int = 0) -> list[dict]:
+        """Keep the records of iterations before `keep_before` (a resumed run's past) and return them.
+
+        A fresh run (0) starts an empty history; a resumed one drops what came after its checkpoint,
+        since those iterations run again.
+        """
+        kept = [m for m in self.read_metrics() if m["iteration"] < keep_before] if self.metrics_path.exists() else []
+        write_atomically(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+        return kept
 
     def append_metrics(self, metrics: dict) -> None:
         with self.metrics_path.open("a") as handle:
@@ -62,11 +71,12 @@ class RunOutputs:
         write_atomically(path, "".join(json.dumps(asdict(p)) + "\n" for p in pairs))
         return path
 
-    def checkpoint_path(self, iteration: int) -> Path:
-        return self.checkpoints_dir / f"iter-{iteration}"
-
-    def mark_latest_checkpoint(self, path: Path) -> None:
-        write_atomically(self.checkpoints_dir / "latest", path.name + "\n")
+    def record_resume(self, checkpoint, changes: dict) -> None:
+        """One line per resume in resumes.jsonl: which checkpoint, and every spec field that changed."""
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": str(checkpoint.path),
+                  "next_iteration": checkpoint.iteration + 1, "spec_changes": changes}
+        with (self.dir / "resumes.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,63 @@
+"""Starting the job's actors: all at once, each reported as it becomes ready.
+
+Engines, reward models and DeepSpeed ranks take tens of seconds each to load;
+started together they overlap, and a line per actor shows where the time goes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ray
+
+from actors.learner_group import LearnerDied, LearnerGroup
+from actors.reward_actor import RewardScorer
+from actors.rollout_pool import RolloutPool
+from jobs.progress import Progress
+from jobs.spec import JobSpec
+from jobs.stop_signals import StopRequests
+
+START_TIMEOUT_S = 900
+
+
+class StoppedWhileStarting(Exception):
+    """A stop signal arrived before every actor was ready: nothing new to save."""
+
+
+def start_actors(
+    spec: JobSpec,
+    progress: Progress,
+    stop: StopRequests,
+    initial_model: str,
+    policy_weights: str,
+    resume_from: str | None,
+    reward_model_paths: dict[str, str],
+    env_vars: dict,
+) -> tuple[RolloutPool | None, RewardScorer | None, LearnerGroup]:
+    """Start rollout workers (on `policy_weights`), the reward actor and the learner ranks, and wait for all."""
+    started = time.perf_counter()
+    rollout = RolloutPool(spec, policy_weights, env_vars) if spec.uses_rollout else None
+    rewards = RewardScorer(spec, reward_model_paths, env_vars) if spec.reward.sources else None
+    learners = LearnerGroup(spec, initial_model, env_vars, resume_from=resume_from)
+    labelled = [*(rollout.ready_refs() if rollout else []), *(rewards.ready_refs() if rewards else []),
+                *learners.ready_refs()]
+    progress.note(f"starting {len(labelled)} actors: {', '.join(label for label, _ in labelled)}")
+    label_of = {ref: label for label, ref in labelled}
+    pending = list(label_of)
+    while pending:
+        if stop.requested:
+            raise StoppedWhileStarting
+        done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+        if not done:
+            if time.perf_counter() - started > START_TIMEOUT_S:
+                raise TimeoutError(f"actors not ready after {START_TIMEOUT_S} s: {[label_of[r] for r in pending]}")
+            continue
+        try:
+            ray.get(done[0])
+        except ray.exceptions.RayActorError as exc:
+            label = label_of[done[0]]
+            if not label.startswith("learner rank"):
+                raise
+            raise LearnerDied(f"{label} died while starting ({type(exc).__name__})", int(label.split()[-1])) from None
+        progress.note(f"{label_of[done[0]]} ready after {time.perf_counter() - started:.1f}s")
+    return rollout, rewards, learners
