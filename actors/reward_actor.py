@@ -3,18 +3,23 @@
 It writes one entry per source into `Sample.rewards`, plus the weighted
 "total" that pairs are ranked by. It has its own CPUs/GPUs (`reward.cpus`,
 `reward.gpus`), so a reward model does not compete with the engines or the
-learners for memory.
+learners for memory. A reward actor that dies is replaced and the batch scored
+again, up to faults.worker_restarts times in a job (as rollout workers are).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import ray
+from ray.exceptions import RayActorError
 
 from actors.batching import Sample
 from actors.reward_sources import ScoringRequest, combine, make_source
+from actors.rollout_pool import Replacements, died
 from jobs.data import Prompt
+from jobs.errors import RewardError
 from jobs.spec import JobSpec
 
 SCORE_TIMEOUT_S = 1800
@@ -53,20 +58,49 @@ def scoring_requests(samples: list[Sample], prompts_by_index: dict[int, Prompt])
 class RewardScorer:
     """The driver's handle on the reward actor."""
 
-    def __init__(self, spec: JobSpec, model_paths: dict[str, str], env_vars: dict[str, str]):
-        self.actor = (
-            ray.remote(RewardActor)
-            .options(num_cpus=spec.reward.cpus, num_gpus=spec.reward.gpus, runtime_env={"env_vars": env_vars})
-            .remote(spec, model_paths)
+    def __init__(
+        self, spec: JobSpec, model_paths: dict[str, str], env_vars: dict[str, str], note: Callable[[str], None] | None = None
+    ):
+        """`note` receives one line per replaced actor (e.g. Progress.note)."""
+        self.spec = spec
+        self.model_paths = model_paths
+        self.remote_actor = ray.remote(RewardActor).options(
+            num_cpus=spec.reward.cpus, num_gpus=spec.reward.gpus, runtime_env={"env_vars": env_vars}
         )
+        # Not waited for here: the driver starts every group at once and waits on ready_refs().
+        self.actor = self.remote_actor.remote(spec, model_paths)
+        self.restarts = Replacements(spec, RewardError, note)
+
+    def ready_refs(self) -> list[tuple[str, ray.ObjectRef]]:
+        """A reference that resolves once the reward sources are loaded, or raises why they failed to."""
+        return [("reward actor", self.actor.__ray_ready__.remote())]
+
+    def take_restarts(self) -> int:
+        """Reward actors replaced since the last call."""
+        return self.restarts.take()
+
+    def shutdown(self) -> None:
+        ray.kill(self.actor)
 
     def score(self, samples: list[Sample], prompts_by_index: dict[int, Prompt]) -> dict:
         """Fill `rewards` of every sample; return the iteration's reward numbers."""
         started = time.perf_counter()
-        rewards = ray.get(self.actor.score.remote(scoring_requests(samples, prompts_by_index)), timeout=SCORE_TIMEOUT_S)
+        before = self.restarts.total
+        requests = scoring_requests(samples, prompts_by_index)
+        while True:
+            try:
+                rewards = ray.get(self.actor.score.remote(requests), timeout=SCORE_TIMEOUT_S)
+                break
+            except RayActorError as error:
+                if not died(error, self.actor):
+                    raise
+                self.restarts.allow("the reward actor", "scoring", error)
+                # An unreachable actor may still be alive: it must not come back beside its replacement.
+                ray.kill(self.actor)
+                self.actor = self.remote_actor.remote(self.spec, self.model_paths)
         for sample, entry in zip(samples, rewards):
             sample.rewards = entry
-        metrics = {"reward_seconds": time.perf_counter() - started}
+        metrics = {"reward_seconds": time.perf_counter() - started, "reward_actor_restarts": self.restarts.total - before}
         for key in rewards[0] if rewards else ():
             name = "reward_mean" if key == "total" else f"reward_{key}_mean"
             metrics[name] = sum(entry[key] for entry in rewards) / len(rewards)

@@ -21,14 +21,15 @@ REASONING_GYM_DEFAULT_SIZE = 1000
 @dataclass(frozen=True)
 class Prompt:
     index: int  # row number in the dataset, for tracing a sample back to its source
-    text: str  # after the chat template
-    token_ids: tuple[int, ...]
+    text: str  # after the chat template; a truncated prompt's kept tokens, decoded
+    token_ids: tuple[int, ...]  # what the engines see: the source of truth when text was truncated
     row: dict  # the original row (answers, metadata) for verifiers and reward functions
-    messages: tuple[dict, ...] = ()  # before the chat template: a reward model applies its own
+    messages: tuple[dict, ...] = ()  # before the chat template, never truncated: a reward model applies its own
 
 
-def _check_jsonl(path: Path) -> None:
+def _count_jsonl_rows(path: Path) -> int:
     # datasets' own JSON error names neither the line nor the problem.
+    rows = 0
     with path.open() as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -39,6 +40,40 @@ def _check_jsonl(path: Path) -> None:
                 raise DataError(f"{path}: line {line_number}: not valid JSON ({exc.msg})") from None
             if not isinstance(value, dict):
                 raise DataError(f"{path}: line {line_number}: expected a JSON object, got {type(value).__name__}")
+            rows += 1
+    return rows
+
+
+def _no_rows(spec: DataSpec, what: str) -> DataError:
+    return DataError(f"data.path {spec.path!r}: {what} has no rows; expected at least one row with a prompt")
+
+
+def _json_file_is_empty(path: Path) -> bool:
+    text = path.read_text()
+    if not text.strip():
+        return True
+    try:
+        return json.loads(text) == []
+    except json.JSONDecodeError:
+        return False  # JSON lines, or broken: datasets reads or names it
+
+
+def _parquet_file_is_empty(path: Path) -> bool:
+    import pyarrow.parquet
+
+    try:
+        return pyarrow.parquet.read_metadata(path).num_rows == 0
+    except Exception:  # not a parquet file: datasets names the problem
+        return False
+
+
+def _saved_split_is_empty(folder: Path) -> bool:
+    # datasets cannot load a saved dataset of zero rows (an IndexError inside
+    # load_from_disk), so look at what save_to_disk wrote before loading.
+    try:
+        return json.loads((folder / "state.json").read_text()).get("_data_files") == []
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_rows(spec: DataSpec) -> list[dict]:
@@ -56,7 +91,7 @@ def load_rows(spec: DataSpec) -> list[dict]:
     if spec.max_prompts is not None:
         rows = rows[: spec.max_prompts]
     if not rows:
-        raise DataError(f"data.path {spec.path!r}: split {spec.split!r} has no rows")
+        raise _no_rows(spec, f"split {spec.split!r}")
     return rows
 
 
@@ -104,13 +139,18 @@ def column_value(row: dict, column: str):
     return value
 
 
+def present_columns(row: dict) -> list[str]:
+    """The row's columns that hold a value: datasets gives a key some rows lack to every row, as None."""
+    return sorted(key for key, value in row.items() if value is not None)
+
+
 def response_text(row: dict, index: int, column: str) -> str:
     """A non-empty response string: plain text, or the last message of a {role, content} list."""
     value = column_value(row, column)
     if isinstance(value, list) and value and isinstance(value[-1], dict):
         value = value[-1].get("content")
     if value is None:
-        raise DataError(f"data row {index}: no column {column!r}; the row has columns {sorted(row)}")
+        raise DataError(f"data row {index}: no column {column!r}; the row has columns {present_columns(row)}")
     if not isinstance(value, str):
         raise DataError(f"data row {index}: column {column!r} must be a string, got {type(value).__name__}")
     if not value.strip():
@@ -128,18 +168,17 @@ def _load_with_datasets(spec: DataSpec) -> list[dict]:
         if suffix in (".jsonl", ".json", ".parquet"):
             if not path.is_file():
                 raise DataError(f"data.path: file {spec.path!r} does not exist")
-            if suffix == ".jsonl":
-                _check_jsonl(path)
+            # datasets reports an empty file as StopIteration or "corresponds to no data", if at all.
+            if (
+                (suffix == ".jsonl" and _count_jsonl_rows(path) == 0)
+                or (suffix == ".json" and _json_file_is_empty(path))
+                or (suffix == ".parquet" and _parquet_file_is_empty(path))
+            ):
+                raise _no_rows(spec, "the file")
             builder = "parquet" if suffix == ".parquet" else "json"
             dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
         elif path.is_dir():
-            dataset = datasets.load_from_disk(str(path))
-            if isinstance(dataset, datasets.DatasetDict):
-                if spec.split not in dataset:
-                    raise DataError(
-                        f"data.split: {spec.split!r} is not in {spec.path!r}; it has {sorted(dataset.keys())}"
-                    )
-                dataset = dataset[spec.split]
+            dataset = _load_saved_split(path, spec)
         else:
             # Anything else is a hub dataset name: the path users take on a
             # cluster with hub access.
@@ -151,15 +190,29 @@ def _load_with_datasets(spec: DataSpec) -> list[dict]:
     return [dict(row) for row in dataset]
 
 
+def _load_saved_split(folder: Path, spec: DataSpec):
+    """A datasets.save_to_disk folder: one Dataset, or the data.split of a DatasetDict."""
+    import datasets
+
+    splits_file = folder / "dataset_dict.json"
+    if splits_file.is_file():
+        # Only the wanted split is loaded: an empty sibling split would make load_from_disk fail.
+        splits = json.loads(splits_file.read_text()).get("splits", [])
+        if spec.split not in splits:
+            raise DataError(f"data.split: {spec.split!r} is not in {spec.path!r}; it has {sorted(splits)}")
+        folder = folder / spec.split
+    if _saved_split_is_empty(folder):
+        raise _no_rows(spec, f"split {spec.split!r}" if splits_file.is_file() else "the saved dataset")
+    return datasets.load_from_disk(str(folder))
+
+
 def _messages(row: dict, index: int, spec: DataSpec) -> list[dict]:
-    if spec.prompt_column not in row:
+    value = row.get(spec.prompt_column)
+    if value is None:  # absent, or a key only other rows have, which datasets fills with None
         raise DataError(
             f"data row {index}: no column {spec.prompt_column!r} (data.prompt_column); "
-            f"the row has columns {sorted(row)}"
+            f"the row has columns {present_columns(row)}"
         )
-    value = row[spec.prompt_column]
-    if value is None:  # datasets fills a key that some rows lack with None
-        raise DataError(f"data row {index}: column {spec.prompt_column!r} is missing or null")
     if isinstance(value, str):
         if not value.strip():
             raise DataError(f"data row {index}: column {spec.prompt_column!r} is empty")
@@ -205,17 +258,41 @@ def render_messages(messages: list[dict], spec: DataSpec, tokenizer, where: str)
     return text, tokenizer(text, add_special_tokens=False).input_ids
 
 
-def load_prompts(spec: DataSpec, tokenizer, max_prompt_tokens: int) -> list[Prompt]:
+def load_prompts(spec: DataSpec, tokenizer, max_prompt_tokens: int) -> tuple[list[Prompt], dict[str, int]]:
+    """Every row as a tokenized prompt, over-long ones handled as data.overlong_prompts says.
+
+    Returns the prompts (each keeping its original row index) and how many were
+    dropped or truncated for length: {"prompts_dropped_too_long", "prompts_truncated"}.
+    """
     prompts = []
-    for index, row in enumerate(load_rows(spec)):
+    counts = {"prompts_dropped_too_long": 0, "prompts_truncated": 0}
+    rows = load_rows(spec)
+    for index, row in enumerate(rows):
         text, token_ids, messages = render_prompt(row, index, spec, tokenizer)
         if len(token_ids) > max_prompt_tokens:
-            raise DataError(
-                f"data row {index}: the prompt is {len(token_ids)} tokens; at most {max_prompt_tokens} fit "
-                f"(model.max_model_len minus rollout.max_new_tokens)"
-            )
+            if spec.overlong_prompts == "error":
+                raise DataError(
+                    f"data row {index}: the prompt is {len(token_ids)} tokens; at most {max_prompt_tokens} fit "
+                    f"(model.max_model_len minus rollout.max_new_tokens); data.overlong_prompts is 'error' "
+                    f"('drop' skips such rows, 'truncate' keeps their last tokens)"
+                )
+            if spec.overlong_prompts == "drop":
+                counts["prompts_dropped_too_long"] += 1
+                continue
+            # The end of a prompt (the question, the generation prompt) matters
+            # most: keep the last tokens, as vLLM's truncate_prompt_tokens does.
+            # The ids are what every engine sees; the text is only their rendering.
+            token_ids = token_ids[-max_prompt_tokens:]
+            text = tokenizer.decode(token_ids, skip_special_tokens=False)
+            counts["prompts_truncated"] += 1
         prompts.append(Prompt(index=index, text=text, token_ids=tuple(token_ids), row=row, messages=tuple(messages)))
-    return prompts
+    if not prompts:
+        raise DataError(
+            f"data.path {spec.path!r}: all {len(rows)} prompt(s) are longer than {max_prompt_tokens} tokens "
+            f"(model.max_model_len minus rollout.max_new_tokens) and data.overlong_prompts is 'drop'; "
+            f"raise model.max_model_len or set data.overlong_prompts to 'truncate'"
+        )
+    return prompts, counts
 
 
 def response_token_ids(text: str, tokenizer) -> list[int]:
@@ -265,3 +342,8 @@ class PromptStream:
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}
+
+    def restore(self, state: dict) -> None:
+        """Continue where `state()` was taken: the epoch's order is rebuilt from the seed, not stored."""
+        self.epoch, self.position = state["epoch"], state["position"]
+        self._order = self._epoch_order()

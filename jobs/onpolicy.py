@@ -93,10 +93,11 @@ def run_onpolicy(
         progress.note(f"resuming at iteration {first} from {resume.path}")
     progress.note(f"{len(prompts)} prompts from {spec.data.path}")
 
-    rollout, rewards, learners = start_actors(
+    actors = start_actors(
         spec, progress, stop, model_path, str(resume.path) if resume else model_path,
         str(resume.path) if resume else None, reward_model_paths, env_vars,
     )
+    rollout, rewards, learners = actors.rollout, actors.rewards, actors.learners
     weight_sync = make_weight_sync(spec.sync)
 
     def save_checkpoint(iteration: int, data_position: dict) -> Checkpoint:
@@ -105,77 +106,80 @@ def run_onpolicy(
         loop_state = {"next_iteration": iteration + 1, "data": data_position, "spec": spec.model_dump(mode="json")}
         return checkpoints.commit(iteration, loop_state)
 
-    history = outputs.start_metrics(keep_before=first)
-    latest, finished_position = resume, stream.state()
-    for iteration in range(first, spec.iterations):
-        if stop.requested:
-            break
-        started_iteration = time.perf_counter()
-        metrics: dict = {"iteration": iteration}
-        if iteration == first:  # of this start: a resumed run measures its own start-up
-            metrics.update(seconds_to_first_iteration=started_iteration - started, **(prompt_counts or {}))
-            if resume:
-                metrics["resumed_from"] = str(resume.path)
-        batch = stream.next_batch(spec.rollout.prompts_per_iteration)
+    with actors:  # killed on the way out, however the loop ends
+        history = outputs.start_metrics(keep_before=first)
+        latest, finished_position, last = resume, stream.state(), spec.iterations - 1
+        for iteration in range(first, spec.iterations):
+            if stop.requested:
+                break
+            started_iteration = time.perf_counter()
+            metrics: dict = {"iteration": iteration}
+            if iteration == first:  # of this start: a resumed run measures its own start-up
+                metrics.update(seconds_to_first_iteration=started_iteration - started, **(prompt_counts or {}))
+                if resume:
+                    metrics["resumed_from"] = str(resume.path)
+            batch = stream.next_batch(spec.rollout.prompts_per_iteration)
 
-        samples, demonstrations = [], []
-        progress.begin(iteration, "generating, then CLL-scoring under the same weights" if rollout else "pairing")
-        if rollout:
-            samples, generation = rollout.generate(batch, iteration)
-            metrics.update(cll_summary(samples), **generation)
-        if spec.algorithm == "irft":
-            demonstrations = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
-            metrics.update(demonstration_summary(demonstrations))
-        if rewards and samples:
-            progress.step(f"scoring {len(samples)} samples for reward")
-            metrics.update(rewards.score(samples, prompts_by_index))
-        recorded = samples + demonstrations
-        if spec.rollout.mode != "on_policy":
-            progress.step("answer-first: Hinted Decoding for the problems answered wrong")
-            samples, recorded, hinting = answer_first(
-                samples, batch, rollout, rewards, spec, tokenizer, prompts_by_index, iteration
-            )
-            metrics.update(hinting)
-        if recorded:
-            outputs.write_samples(iteration, recorded)
-
-        if spec.trains_on_pairs:
+            samples, demonstrations = [], []
+            progress.begin(iteration, "generating, then CLL-scoring under the same weights" if rollout else "pairing")
+            if rollout:
+                samples, generation = rollout.generate(batch, iteration)
+                metrics.update(cll_summary(samples), **generation)
             if spec.algorithm == "irft":
-                items, pairing = irft_pairs(demonstrations, samples)
-            elif spec.preference.source == "online":
-                items, pairing = online_pairs(samples, spec.preference)
+                demonstrations = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
+                metrics.update(demonstration_summary(demonstrations))
+            if rewards and samples:
+                progress.step(f"scoring {len(samples)} samples for reward")
+                metrics.update(rewards.score(samples, prompts_by_index))
+            recorded = samples + demonstrations
+            if spec.rollout.mode != "on_policy":
+                progress.step("answer-first: Hinted Decoding for the problems answered wrong")
+                samples, recorded, hinting = answer_first(
+                    samples, batch, rollout, rewards, spec, tokenizer, prompts_by_index, iteration
+                )
+                metrics.update(hinting)
+            if recorded:
+                outputs.write_samples(iteration, recorded)
+
+            if spec.trains_on_pairs:
+                if spec.algorithm == "irft":
+                    items, pairing = irft_pairs(demonstrations, samples)
+                elif spec.preference.source == "online":
+                    items, pairing = online_pairs(samples, spec.preference)
+                else:
+                    items, pairing = dataset_pairs(batch, spec.data, tokenizer, iteration)
+                metrics.update(pairing)
+                if spec.uses_initial_reference and items:
+                    progress.step(f"reference log-probs of {len(items)} pairs")
+                    metrics["reference_seconds"] = learners.fill_reference_logps(items)
             else:
-                items, pairing = dataset_pairs(batch, spec.data, tokenizer, iteration)
-            metrics.update(pairing)
-            if spec.uses_initial_reference and items:
-                progress.step(f"reference log-probs of {len(items)} pairs")
-                metrics["reference_seconds"] = learners.fill_reference_logps(items)
-        else:
-            items = samples
+                items = samples
 
-        if stop.requested:
-            break  # the last safe point before the weights change: this iteration is redone on resume
-        progress.step(f"training on {len(items)} {'pairs' if spec.trains_on_pairs else 'samples'}")
-        metrics.update(learners.train(items, iteration))
-        if spec.trains_on_pairs:
-            outputs.write_pairs(iteration, items)
+            if stop.requested:
+                break  # the last safe point before the weights change: this iteration is redone on resume
+            progress.step(f"training on {len(items)} {'pairs' if spec.trains_on_pairs else 'samples'}")
+            metrics.update(learners.train(items, iteration))
+            if spec.trains_on_pairs:
+                outputs.write_pairs(iteration, items)
 
-        if rollout:
-            progress.step("syncing weights")
-            metrics["sync_seconds"] = weight_sync.push(learners, rollout)
+            if rollout:
+                progress.step("syncing weights")
+                metrics["sync_seconds"] = weight_sync.push(learners, rollout)
 
-        finished_position = stream.state()
-        metrics.update(samples=len(samples), data_epoch=stream.epoch, iteration_seconds=time.perf_counter() - started_iteration)
-        if (spec.checkpoint.every and (iteration + 1) % spec.checkpoint.every == 0) or iteration == spec.iterations - 1:
-            latest = save_checkpoint(iteration, finished_position)
-            metrics["checkpoint"] = str(latest.path)
-        outputs.append_metrics(metrics)
-        history.append(metrics)
-        progress.end(metrics)
+            finished_position = stream.state()
+            metrics.update(
+                samples=len(samples), data_epoch=stream.epoch, iteration_seconds=time.perf_counter() - started_iteration
+            )
+            if (spec.checkpoint.every and (iteration + 1) % spec.checkpoint.every == 0) or iteration == last:
+                latest = save_checkpoint(iteration, finished_position)
+                metrics["checkpoint"] = str(latest.path)
+            outputs.append_metrics(metrics)
+            history.append(metrics)
+            progress.end(metrics)
 
-    if not stop.requested:
-        return LoopEnd(history, latest)
-    last_finished = history[-1]["iteration"] if history else None
-    if last_finished is not None and (latest is None or latest.iteration != last_finished):
-        latest = save_checkpoint(last_finished, finished_position)
-    return LoopEnd(history, latest, stopped_after=last_finished)
+        if not stop.requested:
+            return LoopEnd(history, latest)
+        last_finished = history[-1]["iteration"] if history else None
+        if last_finished is not None and (latest is None or latest.iteration != last_finished):
+            latest = save_checkpoint(last_finished, finished_position)
+        return LoopEnd(history, latest, stopped_after=last_finished)

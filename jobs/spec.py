@@ -1,23 +1,24 @@
 """The job spec: the one schema every YAML file in `configs/` is checked against.
 
 Every setting of a run lives here with its default (the reward sources in
-jobs/reward_spec.py). `load_spec` reads YAML,
-applies `--set a.b=value` overrides and validates; any problem comes back as a
-`SpecError` whose message is one line naming the field path and what was
-expected. The resolved spec (defaults filled in) is saved with every run.
+jobs/reward_spec.py). `load_spec` reads YAML, applies `--set a.b=value`
+overrides and validates; any problem comes back as a `SpecError` whose message
+is one line naming the field path and what was expected (jobs/spec_errors.py
+writes those lines). The resolved spec (defaults filled in) is saved with every run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from jobs.errors import SpecError
-from jobs.reward_spec import REWARD_SOURCES_BY_KIND, RewardSpec
+from jobs.reward_spec import RewardSpec
 from jobs.spec_base import Section
+from jobs.spec_errors import read_spec_mapping, validation_error_line
 
 BUILTIN_PREFIX = "builtin:"
 REASONING_GYM_PREFIX = "reasoning-gym:"
@@ -32,6 +33,11 @@ class ModelSpec(Section):
     )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_model_len: int = Field(512, gt=8, description="Prompt + response tokens, for vLLM and the learner.")
+    trust_remote_code: bool = Field(
+        False,
+        description="Run the model repo's own Python code (transformers/vLLM trust_remote_code). "
+        "Off unless you trust the repo.",
+    )
 
 
 class DataSpec(Section):
@@ -63,6 +69,11 @@ class DataSpec(Section):
         None, gt=0, description="Use only the first N rows (for reasoning-gym: generate N problems, default 1000)."
     )
     seed: int = Field(0, description="Seed of generated data (reasoning-gym); another seed gives held-out problems.")
+    overlong_prompts: Literal["drop", "truncate", "error"] = Field(
+        "drop",
+        description="What happens to a prompt longer than model.max_model_len - rollout.max_new_tokens: drop it, "
+        "truncate it to its last tokens as vLLM's truncate_prompt_tokens does, or fail naming the row.",
+    )
 
 
 class EngineSpec(Section):
@@ -220,6 +231,39 @@ class PreferenceSpec(Section):
 
 class CheckpointSpec(Section):
     every: int = Field(0, ge=0, description="Save every N iterations; 0 saves only at the end.")
+    keep_last: int = Field(
+        3, ge=1, description="Keep the newest N complete checkpoints; older ones are deleted once a new one is complete."
+    )
+
+
+class FaultSpec(Section):
+    """What the job survives: a dead actor is replaced, a dead learner rank restarts the job or ends it."""
+
+    worker_restarts: int = Field(
+        3,
+        ge=0,
+        description="How many times a dead rollout worker or reward actor is replaced (engine reloaded with the "
+        "current weights, its work re-queued) before the job fails.",
+    )
+    job_restarts: int = Field(
+        0,
+        ge=0,
+        description="When a learner rank dies: 0 fails the job with one line naming the rank and the last good "
+        "checkpoint; N restarts the whole job from that checkpoint up to N times.",
+    )
+
+
+class PlacementSpec(Section):
+    strategy: Literal["pack", "spread"] = Field(
+        "pack",
+        description="How the job's placement group spreads its bundles over Ray nodes: pack fills one node first, "
+        "spread uses as many nodes as possible.",
+    )
+    colocate: bool = Field(
+        False,
+        description="Rollout worker i and learner rank i share one bundle (time-sharing the same cores or GPU); "
+        "false gives every actor its own.",
+    )
 
 
 class JobSpec(Section):
@@ -240,6 +284,8 @@ class JobSpec(Section):
     reward: RewardSpec = Field(default_factory=RewardSpec)
     preference: PreferenceSpec = Field(default_factory=PreferenceSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    faults: FaultSpec = Field(default_factory=FaultSpec)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
     output_dir: Optional[str] = Field(None, description="Defaults to runs/<name>; --output-dir overrides.")
 
     @model_validator(mode="after")
@@ -363,67 +409,11 @@ class JobSpec(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _is_union_tag(loc: tuple, position: int) -> bool:
-    """Pydantic puts a reward source's `kind` right after its list index (reward.sources[0].function...)."""
-    return position > 0 and isinstance(loc[position - 1], int) and loc[position] in REWARD_SOURCES_BY_KIND
-
-
-def _user_location(loc: tuple) -> tuple:
-    return tuple(item for position, item in enumerate(loc) if not _is_union_tag(loc, position))
-
-
-def _format_location(loc: tuple) -> str:
-    parts: list[str] = []
-    for item in _user_location(loc):
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "<top level>"
-
-
-def _allowed_fields(loc: tuple) -> list[str]:
-    model: Any = JobSpec
-    for position, item in enumerate(loc[:-1]):
-        if isinstance(item, int):
-            continue
-        if _is_union_tag(loc, position):
-            model = REWARD_SOURCES_BY_KIND[item]
-            continue
-        field = model.model_fields.get(item)
-        annotation = field.annotation if field else None
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        elif field is not None and item == "sources":
-            continue  # a list of reward sources: the tag that follows picks the model
-        else:
-            return []
-    return list(model.model_fields)
-
-
-def _describe(error: dict) -> str:
-    where = _format_location(error["loc"])
-    if error["type"] == "extra_forbidden":
-        allowed = _allowed_fields(error["loc"])
-        hint = f" (expected one of: {', '.join(allowed)})" if allowed else ""
-        return f"{where}: unknown field{hint}"
-    if error["type"] == "missing":
-        if error["loc"] and isinstance(error["loc"][-1], int):
-            return f"{_format_location(error['loc'][:-1])}: too few items (item [{error['loc'][-1]}] is missing)"
-        return f"{where}: required field is missing"
-    message = error["msg"].removeprefix("Value error, ")
-    if not error["loc"]:
-        return message  # a check across fields names its fields itself
-    if error["loc"] and "input" in error and not isinstance(error["input"], dict):
-        return f"{where}: {message} (got {error['input']!r})"
-    return f"{where}: {message}"
-
-
 def validate_spec(raw: dict) -> JobSpec:
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError("; ".join(_describe(e) for e in exc.errors())) from None
+        raise SpecError(validation_error_line(exc, JobSpec)) from None
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -446,22 +436,7 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> JobSpec:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the spec file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: expected a mapping of fields at the top level, got {type(raw).__name__}")
+    raw = read_spec_mapping(Path(path))
     for assignment in overrides:
         apply_override(raw, assignment)
     return validate_spec(raw)

@@ -7,6 +7,7 @@ started together they overlap, and a line per actor shows where the time goes.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import ray
 
@@ -24,6 +25,25 @@ class StoppedWhileStarting(Exception):
     """A stop signal arrived before every actor was ready: nothing new to save."""
 
 
+@dataclass
+class Actors:
+    rollout: RolloutPool | None
+    rewards: RewardScorer | None
+    learners: LearnerGroup
+
+    def __enter__(self) -> "Actors":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Kill every actor now. Left to Ray's own teardown, an engine process can outlive the job by ~30 s."""
+        for group in (self.rollout, self.rewards, self.learners):
+            if group is not None:
+                group.shutdown()
+
+
 def start_actors(
     spec: JobSpec,
     progress: Progress,
@@ -33,31 +53,37 @@ def start_actors(
     resume_from: str | None,
     reward_model_paths: dict[str, str],
     env_vars: dict,
-) -> tuple[RolloutPool | None, RewardScorer | None, LearnerGroup]:
+) -> Actors:
     """Start rollout workers (on `policy_weights`), the reward actor and the learner ranks, and wait for all."""
     started = time.perf_counter()
-    rollout = RolloutPool(spec, policy_weights, env_vars) if spec.uses_rollout else None
-    rewards = RewardScorer(spec, reward_model_paths, env_vars) if spec.reward.sources else None
-    learners = LearnerGroup(spec, initial_model, env_vars, resume_from=resume_from)
-    labelled = [*(rollout.ready_refs() if rollout else []), *(rewards.ready_refs() if rewards else []),
-                *learners.ready_refs()]
+    actors = Actors(
+        rollout=RolloutPool(spec, policy_weights, env_vars) if spec.uses_rollout else None,
+        rewards=RewardScorer(spec, reward_model_paths, env_vars) if spec.reward.sources else None,
+        learners=LearnerGroup(spec, initial_model, env_vars, resume_from=resume_from),
+    )
+    labelled = [*(actors.rollout.ready_refs() if actors.rollout else []),
+                *(actors.rewards.ready_refs() if actors.rewards else []), *actors.learners.ready_refs()]
     progress.note(f"starting {len(labelled)} actors: {', '.join(label for label, _ in labelled)}")
     label_of = {ref: label for label, ref in labelled}
     pending = list(label_of)
-    while pending:
-        if stop.requested:
-            raise StoppedWhileStarting
-        done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-        if not done:
-            if time.perf_counter() - started > START_TIMEOUT_S:
-                raise TimeoutError(f"actors not ready after {START_TIMEOUT_S} s: {[label_of[r] for r in pending]}")
-            continue
-        try:
-            ray.get(done[0])
-        except ray.exceptions.RayActorError as exc:
-            label = label_of[done[0]]
-            if not label.startswith("learner rank"):
-                raise
-            raise LearnerDied(f"{label} died while starting ({type(exc).__name__})", int(label.split()[-1])) from None
-        progress.note(f"{label_of[done[0]]} ready after {time.perf_counter() - started:.1f}s")
-    return rollout, rewards, learners
+    try:
+        while pending:
+            if stop.requested:
+                raise StoppedWhileStarting
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            if not done:
+                if time.perf_counter() - started > START_TIMEOUT_S:
+                    raise TimeoutError(f"actors not ready after {START_TIMEOUT_S} s: {[label_of[r] for r in pending]}")
+                continue
+            try:
+                ray.get(done[0])
+            except ray.exceptions.RayActorError as exc:
+                label = label_of[done[0]]
+                if not label.startswith("learner rank"):
+                    raise
+                raise LearnerDied(f"{label} died while starting ({type(exc).__name__})", int(label.split()[-1])) from None
+            progress.note(f"{label_of[done[0]]} ready after {time.perf_counter() - started:.1f}s")
+    except BaseException:
+        actors.shutdown()
+        raise
+    return actors

@@ -27,6 +27,19 @@ def tiny_tied_model(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama-tied", seed=0, tie_word_embeddings=True)
 
 
+ONPOLICY_ARGS = ("configs/onpolicy_idft.yaml", "--set", "checkpoint.every=1")
+
+
+@pytest.fixture(scope="session")
+def onpolicy_run(tmp_path_factory):
+    """One uninterrupted run of configs/onpolicy_idft.yaml (3 iterations), shared by every module that needs one."""
+    out = tmp_path_factory.mktemp("onpolicy")
+    # checkpoint.every=1 keeps the weights each iteration's samples were drawn from.
+    result = run_cli(*ONPOLICY_ARGS, "--output-dir", str(out))
+    assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return out, result
+
+
 def run_cli(*args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m jobs.run ARGS` exactly as a user types it, from the repo root."""
     return subprocess.run(

@@ -69,7 +69,7 @@ def test_rewrites_were_decoded_with_the_weights_the_engines_held(hinted_run, ite
     spec = load_spec(out / "spec.yaml")
     initial = out / "builtin" / "tiny-llama"
     tokenizer = AutoTokenizer.from_pretrained(initial)
-    prompts = {p.index: p for p in load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)}
+    prompts = {p.index: p for p in load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)[0]}
     rewrites = [s for s in read_jsonl(out / "samples" / f"iter-{iteration}.jsonl") if s["source"] == "hinted"]
     assert rewrites
     jobs = hint_jobs([prompts[s["prompt_index"]] for s in rewrites], spec, tokenizer)

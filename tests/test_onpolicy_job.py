@@ -1,7 +1,8 @@
 """Plain on-policy IDFT (configs/onpolicy_idft.yaml) end to end, on real Ray, vLLM (CPU) and DeepSpeed (ZeRO-2, gloo).
 
-One run (2 rollout workers, 2 learner ranks, 3 iterations) is shared by the
-tests below; each checks one promise the outputs make.
+One run (2 rollout workers, 2 learner ranks, 3 iterations; the session fixture
+`onpolicy_run` in conftest.py, which the resume tests compare against) is shared
+by the tests below; each checks one promise the outputs make.
 """
 
 from __future__ import annotations
@@ -12,22 +13,13 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import independent_token_stats, read_jsonl, run_cli, vllm_prompt_logprobs
+from tests.conftest import independent_token_stats, read_jsonl, vllm_prompt_logprobs
 
 pytestmark = pytest.mark.integration
 
 REQUIRED_METRICS = {
     "iteration", "loss", "cll_mean", "gen_tokens_per_s", "train_tokens_per_s", "sync_seconds", "reward_mean",
 }
-
-
-@pytest.fixture(scope="module")
-def onpolicy_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("onpolicy")
-    # checkpoint.every=1 keeps the weights each iteration's samples were drawn from.
-    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", "checkpoint.every=1")
-    assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return out, result
 
 
 def test_shape_of_the_run(onpolicy_run):

@@ -60,7 +60,7 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
         }
     )
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    prompts = load_prompts(spec.data, tokenizer, max_prompt_tokens=200)
+    prompts, _ = load_prompts(spec.data, tokenizer, max_prompt_tokens=200)
     rollout = RolloutPool(spec, str(tiny_model), actor_env_vars(spec))
     learners = LearnerGroup(spec, str(tiny_model), actor_env_vars(spec))
     worker = rollout.workers[0]

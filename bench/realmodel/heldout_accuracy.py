@@ -44,7 +44,7 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    prompts = load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)
+    prompts, _ = load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)
 
     import reasoning_gym
     from reasoning_gym.utils import extract_answer
