@@ -14,6 +14,9 @@ from jobs.spec import JobSpec
 
 
 
+DEATH_NOTICE_S = 10  # how long Ray may take to report a killed process as a dead actor
+
+
 class LearnerDied(HintflowError):
     """A rank's process is gone: the others would wait in the next all-reduce forever, so the group stops."""
 
@@ -56,11 +59,26 @@ class LearnerGroup:
             try:
                 ray.get(done[0])
             except ray.exceptions.RayActorError as exc:
-                rank = refs.index(done[0])
-                reason = getattr(exc, "error_msg", "") or type(exc).__name__
-                reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
-                raise LearnerDied(f"learner rank {rank} died while {doing} ({reason})", rank) from None
+                raise self._died(refs.index(done[0]), exc, doing) from None
+            except Exception:
+                # A peer's death often shows first as a broken collective on a survivor
+                # ("Connection reset by peer"): name the dead rank, not the symptom.
+                for rank, ref in enumerate(refs):
+                    if ref in pending and ray.wait([ref], timeout=DEATH_NOTICE_S)[0]:
+                        try:
+                            ray.get(ref)
+                        except ray.exceptions.RayActorError as exc:
+                            raise self._died(rank, exc, doing) from None
+                        except Exception:
+                            pass
+                raise
         return ray.get(refs)
+
+    @staticmethod
+    def _died(rank: int, exc: Exception, doing: str) -> "LearnerDied":
+        reason = (getattr(exc, "error_msg", "") or "").strip()
+        reason = reason.splitlines()[0] if reason else type(exc).__name__
+        return LearnerDied(f"learner rank {rank} died while {doing} ({reason})", rank)
 
     def train(self, items: list[Sample] | list[Pair], iteration: int) -> dict:
         """Shuffle, give every rank an equal shard, train, and merge the ranks' numbers.

@@ -212,6 +212,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
     restarts = 0
     while True:
         start_ray(args.actor_logs)
+        stop.install()
         try:
             check_cluster_fits(spec)
             end = run_onpolicy(

@@ -37,8 +37,11 @@ class StopRequests:
         return 128 + int(self.signal) if self.signal else 1
 
     def install(self) -> None:
+        """Take over SIGINT and SIGTERM. Call it again after ray.init: Ray's driver puts its own SIGTERM
+        handler in place there (it dumps a native stack and exits)."""
         for signum in self.SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
+            previous = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, previous)
 
     def uninstall(self) -> None:
         for signum, handler in self._previous.items():

@@ -1,0 +1,88 @@
+"""Ctrl-C and SIGTERM: a resumable checkpoint, one line with the resume command, the documented exit code,
+and no process of the job left behind. Real Ray, vLLM and DeepSpeed on CPU."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, read_jsonl
+from tests.job_process import JobProcess
+
+pytestmark = pytest.mark.integration
+
+# One rollout worker and one learner rank start fastest; 32 prompts x 128 tokens keep an
+# iteration's generation long enough to land a signal in it.
+STOP_ARGS = (
+    "configs/onpolicy_idft.yaml", "--set", "iterations=4", "--set", "rollout.workers=1", "--set", "learner.ranks=1",
+    "--set", "rollout.prompts_per_iteration=32", "--set", "rollout.max_new_tokens=128",
+)
+STOPPED = re.compile(r"^stopped by (SIG\w+) after iteration (\d+): checkpoint (\S+); resume with: (.+)$")
+
+
+def stop_line(job: JobProcess) -> re.Match:
+    lines = "".join(job.stderr).strip().splitlines()
+    assert len(lines) == 1, job.output()[-4000:]
+    match = STOPPED.match(lines[0])
+    assert match, lines[0]
+    return match
+
+
+def stop_with(signum: int, tmp_path, whole_group: bool) -> tuple[JobProcess, re.Match]:
+    out = tmp_path / "run"
+    job = JobProcess(*STOP_ARGS, "--output-dir", str(out))
+    job.wait_for_line("iteration 1 (2/4): generating")
+    if whole_group:
+        job.signal_group(signum)  # a terminal's Ctrl-C reaches every process of the foreground group
+    else:
+        job.proc.send_signal(signum)  # `ray job stop` and `kill` signal the driver
+    code = job.finish(timeout=300)
+    assert code == 128 + signum, job.output()[-4000:]
+    match = stop_line(job)
+    assert match.group(1) == signal.Signals(signum).name
+    assert not job.wait_until_no_process_left(timeout=60)
+    return job, match
+
+
+def test_ctrl_c_writes_a_checkpoint_and_the_printed_command_resumes_it(tmp_path):
+    _, match = stop_with(signal.SIGINT, tmp_path, whole_group=True)
+    stopped_after, checkpoint = int(match.group(2)), match.group(3)
+    state = json.loads(Path(checkpoint, "training_state", "loop.json").read_text())
+    assert state["next_iteration"] == stopped_after + 1
+    assert [m["iteration"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == list(range(stopped_after + 1))
+
+    command = shlex.split(match.group(4))
+    assert command[:3] == ["python", "-m", "jobs.run"]
+    resumed = subprocess.run([sys.executable, *command[1:]], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "finished 4 iteration(s)" in resumed.stdout
+    assert [m["iteration"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [0, 1, 2, 3]
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):
+    _, match = stop_with(signal.SIGTERM, tmp_path, whole_group=False)
+    state = json.loads(Path(match.group(3), "training_state", "loop.json").read_text())
+    assert state["next_iteration"] == int(match.group(2)) + 1
+
+
+def test_a_second_ctrl_c_stops_at_once_without_corrupting_anything(tmp_path):
+    out = tmp_path / "run"
+    job = JobProcess(*STOP_ARGS, "--set", "checkpoint.every=1", "--output-dir", str(out))
+    job.wait_for_line("iteration 1 (2/4): generating")
+    job.signal_group(signal.SIGINT)
+    job.wait_for_line("SIGINT: stopping at the next safe point")
+    job.signal_group(signal.SIGINT)
+    assert job.finish(timeout=300) == 130, job.output()[-4000:]
+    lines = "".join(job.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stopped at once by SIGINT: "), job.output()[-4000:]
+    assert not job.wait_until_no_process_left(timeout=60)
+    # Whatever was mid-write is a dot-folder; every checkpoint under its real name is complete.
+    for folder in (out / "checkpoints").glob("iter-*"):
+        assert (folder / "training_state" / "loop.json").is_file() and (folder / "model.safetensors").is_file()
