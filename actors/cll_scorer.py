@@ -24,10 +24,15 @@ from losses.token_stats import response_token_stats, sequence_logps
 
 
 class CLLScorer:
-    def __init__(self, model_path: str, dtype: torch.dtype, device: str, batch_size: int, pad_id: int):
+    def __init__(
+        self, model_path: str, dtype: torch.dtype, device: str, batch_size: int, pad_id: int,
+        trust_remote_code: bool = False,
+    ):
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, trust_remote_code=trust_remote_code
+        ).to(device).eval()
         self.device = device
         self.batch_size = batch_size
         self.pad_id = pad_id

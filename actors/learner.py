@@ -95,6 +95,7 @@ class Learner:
         self.device = torch.device("cuda", 0) if self.on_gpu else torch.device("cpu")
         self.total_steps = spec.iterations * spec.optimizer_steps_per_iteration
         torch.set_num_threads(max(1, round(spec.learner.cpus_per_rank)))
+        self._load_options = {"dtype": TORCH_DTYPES[spec.model.dtype], "trust_remote_code": spec.model.trust_remote_code}
 
     def master_address(self) -> tuple[str, int]:
         import ray
@@ -125,9 +126,7 @@ class Learner:
         deepspeed.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo", timeout=timedelta(minutes=10))
 
         torch.manual_seed(self.spec.seed)
-        model = AutoModelForCausalLM.from_pretrained(
-            self.resume_from or self.model_path, dtype=TORCH_DTYPES[self.spec.model.dtype]
-        )
+        model = AutoModelForCausalLM.from_pretrained(self.resume_from or self.model_path, **self._load_options)
         train = self.spec.train
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=train.lr, betas=train.betas, weight_decay=train.weight_decay
@@ -154,7 +153,7 @@ class Learner:
         if self.spec.uses_initial_reference:
             # A frozen copy of the starting weights: only ever read, never handed to DeepSpeed.
             self.reference = AutoModelForCausalLM.from_pretrained(
-                self.model_path, dtype=TORCH_DTYPES[self.spec.model.dtype]
+                self.model_path, **self._load_options
             ).to(self.device).eval().requires_grad_(False)
 
     def reference_logps(self, pairs: list[Pair]) -> list[tuple[float, float]]:
@@ -276,7 +275,8 @@ class Learner:
         if self.rank == 0:
             # save_pretrained writes tied weights once and ties them again on load.
             self.engine.module.save_pretrained(directory)
-            AutoTokenizer.from_pretrained(self.model_path).save_pretrained(directory)
+            tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.spec.model.trust_remote_code)
+            tokenizer.save_pretrained(directory)
         self.engine.save_checkpoint(str(Path(directory) / TRAINING_STATE), tag=DEEPSPEED_TAG, save_latest=False)
 
     def sequence_logprobs(self, token_ids: list[int]) -> list[float]:

@@ -82,12 +82,16 @@ class RolloutWorker:
             enforce_eager=engine.enforce_eager,
             gpu_memory_utilization=engine.gpu_memory_utilization,
             worker_extension_cls=WORKER_EXTENSION,
+            trust_remote_code=spec.model.trust_remote_code,
             **cpu_engine_workarounds(spec),
         )
         tokenizer = self.llm.get_tokenizer()
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         device = "cuda" if spec.rollout.gpus_per_worker > 0 else "cpu"
-        self.scorer = CLLScorer(model_path, TORCH_DTYPES[spec.model.dtype], device, spec.rollout.cll_batch_size, pad_id)
+        self.scorer = CLLScorer(
+            model_path, TORCH_DTYPES[spec.model.dtype], device, spec.rollout.cll_batch_size, pad_id,
+            trust_remote_code=spec.model.trust_remote_code,
+        )
         # vLLM's first request pays one-time set-up; keep it out of iteration 0's gen_tokens_per_s.
         self.prompt_logprobs([pad_id, pad_id])
 

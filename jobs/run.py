@@ -86,11 +86,16 @@ def resolve_model_path(path: str, field: str, alternatives: str = "") -> str:
         raise ModelError(f"{field}: cannot fetch hub model {path!r} ({type(exc).__name__}: {exc})") from None
 
 
-def load_tokenizer(model_path: str):
-    from transformers import AutoTokenizer
+def load_tokenizer(model_path: str, trust_remote_code: bool):
+    """The model's tokenizer, once its config has loaded here: a model the actors cannot load fails now."""
+    from transformers import AutoConfig, AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(model_path)
+        AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelError(f"model.path: cannot load the model config from {model_path!r} ({exc})") from None
+    try:
+        return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ModelError(f"model.path: cannot load a tokenizer from {model_path!r} ({exc})") from None
 
@@ -201,7 +206,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
         outputs.record_resume(resume, changes or {})
     model_path = resolve_model(spec, outputs)
     # Every row, reward source and model path is checked before any actor starts: bad input fails in seconds.
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, spec.model.trust_remote_code)
     prompts, prompt_counts = load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)
     if any(prompt_counts.values()):
         print(f"[hintflow] prompts over {spec.max_prompt_tokens} tokens (data.overlong_prompts: "

@@ -252,3 +252,25 @@ def test_new_fields_are_checked(raw, expected):
     with pytest.raises(SpecError) as caught:
         validate_spec(raw)
     assert str(caught.value).startswith(expected)
+
+
+def test_model_code_from_the_repo_does_not_run_unless_the_spec_says_so(tmp_path, tiny_model):
+    """A model folder that ships its own Python (auto_map) is refused with trust_remote_code off, and its code never runs."""
+    import shutil
+
+    model = tmp_path / "custom-model"
+    shutil.copytree(tiny_model, model)
+    ran = tmp_path / "the-repo-code-ran"
+    (model / "configuration_custom.py").write_text(
+        f"import pathlib\npathlib.Path({str(ran)!r}).write_text('yes')\n"
+        "from transformers import LlamaConfig\n\nclass CustomConfig(LlamaConfig):\n    model_type = 'hintflow-custom'\n"
+    )
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="hintflow-custom", auto_map={"AutoConfig": "configuration_custom.CustomConfig"})
+    (model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"model.path={model}", timeout=120)
+    assert result.returncode == 1
+    assert_one_line(result, "model error: model.path", "trust_remote_code")
+    assert not ran.exists()
+    assert no_actor_started(result, out)
