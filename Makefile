@@ -9,8 +9,10 @@ STAMP  := $(VENV)/.hintflow-installed
 
 .PHONY: quickstart test setup
 
+# --overwrite: running the quickstart again starts it over (a real job refuses to start over
+# its earlier checkpoints unless told to; see README "Stopping, resuming, faults").
 quickstart: $(STAMP)
-	$(PY) -m jobs.run configs/hinted_idft.yaml
+	$(PY) -m jobs.run configs/hinted_idft.yaml --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest
