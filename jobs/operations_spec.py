@@ -1,0 +1,57 @@
+"""The spec sections about running a job rather than what it computes: weight sync,
+checkpoints, faults, placement. Most of them may change when a run is resumed
+(jobs/resume.py); they are part of the one schema in jobs/spec.py.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from jobs.spec_base import Section
+
+
+class SyncSpec(Section):
+    method: Literal["object_store"] = Field(
+        "object_store",
+        description="How learner weights reach the rollout engines. object_store: safetensors bytes "
+        "through the Ray object store into a vLLM worker extension (works on CPU and GPU).",
+    )
+
+
+class CheckpointSpec(Section):
+    every: int = Field(0, ge=0, description="Save every N iterations; 0 saves only at the end.")
+    keep_last: int = Field(
+        3, ge=1, description="Keep the newest N complete checkpoints; older ones are deleted once a new one is complete."
+    )
+
+
+class FaultSpec(Section):
+    """What the job survives: a dead actor is replaced, a dead learner rank restarts the job or ends it."""
+
+    worker_restarts: int = Field(
+        3,
+        ge=0,
+        description="How many times a dead rollout worker or reward actor is replaced (engine reloaded with the "
+        "current weights, its work re-queued) before the job fails.",
+    )
+    job_restarts: int = Field(
+        0,
+        ge=0,
+        description="When a learner rank dies: 0 fails the job with one line naming the rank and the last good "
+        "checkpoint; N restarts the whole job from that checkpoint up to N times.",
+    )
+
+
+class PlacementSpec(Section):
+    strategy: Literal["pack", "spread"] = Field(
+        "pack",
+        description="How the job's placement group spreads its bundles over Ray nodes: pack fills one node first, "
+        "spread uses as many nodes as possible.",
+    )
+    colocate: bool = Field(
+        False,
+        description="Rollout worker i and learner rank i share one bundle (time-sharing the same cores or GPU); "
+        "false gives every actor its own.",
+    )
