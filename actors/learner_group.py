@@ -7,6 +7,7 @@ import time
 
 import ray
 
+from actors import placement
 from actors.batching import Pair, Sample
 from actors.learner import Learner
 from jobs.errors import HintflowError
@@ -34,13 +35,14 @@ class LearnerGroup:
     def __init__(self, spec: JobSpec, model_path: str, env_vars: dict[str, str], resume_from: str | None = None):
         """Starts the ranks and returns at once; `ready_refs()` tells when each one has its model and optimizer."""
         self.spec = spec
-        remote_learner = ray.remote(Learner).options(
-            num_cpus=spec.learner.cpus_per_rank,
-            num_gpus=spec.learner.gpus_per_rank,
-            runtime_env={"env_vars": env_vars},
-        )
+        remote_learner = ray.remote(Learner)
         self.ranks = [
-            remote_learner.remote(spec, model_path, rank, spec.learner.ranks, resume_from)
+            remote_learner.options(
+                num_cpus=spec.learner.cpus_per_rank,
+                num_gpus=spec.learner.gpus_per_rank,
+                runtime_env={"env_vars": env_vars},
+                **placement.options(placement.LEARNER, rank),  # its bundle in the job's placement group
+            ).remote(spec, model_path, rank, spec.learner.ranks, resume_from)
             for rank in range(spec.learner.ranks)
         ]
         # Rank 0's address goes to every rank's setup as a reference: no round trip through the driver.

@@ -15,6 +15,7 @@ from typing import Callable
 import ray
 from ray.exceptions import RayActorError
 
+from actors import placement
 from actors.batching import Sample
 from actors.reward_sources import ScoringRequest, combine, make_source
 from actors.rollout_pool import Replacements, died
@@ -59,17 +60,25 @@ class RewardScorer:
     """The driver's handle on the reward actor."""
 
     def __init__(
-        self, spec: JobSpec, model_paths: dict[str, str], env_vars: dict[str, str], note: Callable[[str], None] | None = None
+        self,
+        spec: JobSpec,
+        model_paths: dict[str, str],
+        env_vars: dict[str, str],
+        note: Callable[[str], None] | None = None,
     ):
         """`note` receives one line per replaced actor (e.g. Progress.note)."""
         self.spec = spec
         self.model_paths = model_paths
         self.remote_actor = ray.remote(RewardActor).options(
-            num_cpus=spec.reward.cpus, num_gpus=spec.reward.gpus, runtime_env={"env_vars": env_vars}
+            num_cpus=spec.reward.cpus, num_gpus=spec.reward.gpus, runtime_env={"env_vars": env_vars},
+            **placement.options(placement.REWARD),  # its bundle in the job's placement group, replacements too
         )
         # Not waited for here: the driver starts every group at once and waits on ready_refs().
-        self.actor = self.remote_actor.remote(spec, model_paths)
+        self.actor = self._start()
         self.restarts = Replacements(spec, RewardError, note)
+
+    def _start(self):
+        return self.remote_actor.remote(self.spec, self.model_paths)
 
     def ready_refs(self) -> list[tuple[str, ray.ObjectRef]]:
         """A reference that resolves once the reward sources are loaded, or raises why they failed to."""
@@ -97,10 +106,13 @@ class RewardScorer:
                 self.restarts.allow("the reward actor", "scoring", error)
                 # An unreachable actor may still be alive: it must not come back beside its replacement.
                 ray.kill(self.actor)
-                self.actor = self.remote_actor.remote(self.spec, self.model_paths)
+                self.actor = self._start()
         for sample, entry in zip(samples, rewards):
             sample.rewards = entry
-        metrics = {"reward_seconds": time.perf_counter() - started, "reward_actor_restarts": self.restarts.total - before}
+        metrics = {
+            "reward_seconds": time.perf_counter() - started,
+            "reward_actor_restarts": self.restarts.total - before,
+        }
         for key in rewards[0] if rewards else ():
             name = "reward_mean" if key == "total" else f"reward_{key}_mean"
             metrics[name] = sum(entry[key] for entry in rewards) / len(rewards)

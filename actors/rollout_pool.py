@@ -1,30 +1,117 @@
-"""The rollout workers as one pool: spread prompts over workers, merge what they return."""
+"""The rollout workers as one pool: spread prompts over workers, merge what they return.
+
+A worker that dies (its process killed, its node lost) is replaced by a new one with the
+same index, which loads the current weights before it re-runs the dead one's slice: the
+per-request sampling seeds make that slice come out as it would have without the fault.
+After faults.worker_restarts replacements the job fails instead.
+"""
 
 from __future__ import annotations
 
-import ray
+import time
+from typing import Callable
 
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from actors import placement
 from actors.batching import Sample
 from actors.rollout_worker import RolloutWorker, vllm_env_vars
 from jobs.data import Prompt
+from jobs.errors import HintflowError
 from jobs.spec import JobSpec
 
 START_TIMEOUT_S = 600
 
 
+class RolloutError(HintflowError):
+    kind = "rollout error"
+
+
+def died(error: RayActorError, actor) -> bool:
+    """Whether `error` says that this actor died after it had started.
+
+    An engine that fails in __init__ would fail the same way again, so that is no fault to
+    replace. A call can also fail with another actor's death, when an argument it waited
+    on (the learner's weights) was lost with its producer: replacing this worker would not help.
+    """
+    # An ActorHandle exposes its id only as this private attribute.
+    return not error.actor_init_failed and error.actor_id in (None, actor._actor_id.hex())
+
+
+def death_note(error: RayActorError) -> str:
+    """Ray's account of a death cut to what happened: the pid and how the process exited."""
+    lines = str(error).splitlines()
+    pid = next((line.split(":", 1)[1].strip() for line in lines if line.strip().startswith("pid:")), None)
+    # The rest of Ray's last line is a generic list of possible causes.
+    what = lines[-1].split(" Some common causes")[0].strip() if lines else type(error).__name__
+    return f"pid {pid}: {what}" if pid else what
+
+
+class Replacements:
+    """Dead actors of one kind replaced in this job, up to faults.worker_restarts."""
+
+    def __init__(self, spec: JobSpec, error_class: type[HintflowError], note: Callable[[str], None] | None):
+        self.limit = spec.faults.worker_restarts
+        self.error_class = error_class
+        self.note = note or (lambda text: None)
+        self.total = 0
+        self.untaken = 0
+
+    def allow(self, who: str, during: str, error: RayActorError) -> None:
+        """Count one replacement of `who`, or fail the job when none is left."""
+        if self.total >= self.limit:
+            raise self.error_class(
+                f"{who} died during {during} ({death_note(error)}); {self.total} replacement(s) in this job "
+                f"already, and faults.worker_restarts is {self.limit}"
+            )
+        self.total += 1
+        self.untaken += 1
+        # Otherwise the terminal would show only an iteration that takes longer than the others.
+        self.note(f"{who} died during {during} ({death_note(error)}); replacing it "
+                  f"({self.total} of {self.limit} replacements allowed by faults.worker_restarts)")
+
+    def take(self) -> int:
+        """Replacements since the last take: lets the driver charge each to one iteration."""
+        taken, self.untaken = self.untaken, 0
+        return taken
+
+
 class RolloutPool:
-    def __init__(self, spec: JobSpec, model_path: str, env_vars: dict[str, str]):
-        remote_worker = ray.remote(RolloutWorker).options(
+    def __init__(
+        self, spec: JobSpec, model_path: str, env_vars: dict[str, str], note: Callable[[str], None] | None = None
+    ):
+        """`note` receives one line per replaced worker (e.g. Progress.note)."""
+        self.spec = spec
+        self.model_path = model_path
+        self.remote_worker = ray.remote(
             num_cpus=spec.rollout.cpus_per_worker,
             num_gpus=spec.rollout.gpus_per_worker,
             runtime_env={"env_vars": {**env_vars, **vllm_env_vars(spec)}},
+        )(RolloutWorker)
+        # Not waited for here: the driver starts every group at once and waits on ready_refs().
+        self.workers = [self._start(index) for index in range(spec.rollout.workers)]
+        # The last weights pushed; None while the engines still hold the model they started from.
+        self.weights: ray.ObjectRef | None = None
+        self.restarts = Replacements(spec, RolloutError, note)
+
+    def _start(self, index: int):
+        # Its bundle in the job's placement group (actors/placement.py): a replacement takes the same one.
+        return self.remote_worker.options(**placement.options(placement.ROLLOUT, index)).remote(
+            self.spec, self.model_path, index
         )
-        self.workers = [remote_worker.remote(spec, model_path, index) for index in range(spec.rollout.workers)]
-        # Surface a failed engine start here, not at the first generate.
-        ray.get([w.__ray_ready__.remote() for w in self.workers], timeout=START_TIMEOUT_S)
+
+    def ready_refs(self) -> list[tuple[str, ray.ObjectRef]]:
+        """One reference per worker that resolves once its engine is up, or raises why it failed to start."""
+        return [(f"rollout worker {i}", worker.__ray_ready__.remote()) for i, worker in enumerate(self.workers)]
+
+    def take_restarts(self) -> int:
+        """Workers replaced since the last call, by any method (generate, hinted, score, load_weights)."""
+        return self.restarts.take()
 
     def generate(self, prompts: list[Prompt], iteration: int) -> tuple[list[Sample], dict]:
         """k samples per prompt, CLL-scored, in prompt order; plus generation numbers."""
+        before = self.restarts.total
         samples, stats = self._spread_samples("generate", prompts, iteration)
         # Workers run in parallel, so the slowest one is the wall time.
         generate_seconds = max(s["generate_seconds"] for s in stats)
@@ -35,10 +122,12 @@ class RolloutPool:
             "gen_tokens_per_s": tokens / generate_seconds if generate_seconds else 0.0,
             "cll_seconds": max(s["cll_seconds"] for s in stats),
             "engine_scorer_logprob_max_diff": max(s["engine_scorer_logprob_max_diff"] for s in stats),
+            "rollout_worker_restarts": self.restarts.total - before,
         }
 
     def hinted(self, jobs: list, iteration: int) -> tuple[list[Sample], dict]:
         """Hinted Decoding of the given problems, spread over the workers; samples in job order."""
+        before = self.restarts.total
         samples, stats = self._spread_samples("hinted", jobs, iteration)
         seconds = max(s["hinted_seconds"] for s in stats)
         tokens = sum(s["hinted_tokens"] for s in stats)
@@ -47,11 +136,22 @@ class RolloutPool:
             "hinted_seconds": seconds,
             "hinted_tokens_per_s": tokens / seconds if seconds else 0.0,
             "hinted_lambda_mean": sum(s["hinted_lambda_mean"] * s["hinted_tokens"] for s in stats) / max(1, tokens),
+            "rollout_worker_restarts": self.restarts.total - before,
         }
 
     def score(self, samples: list[Sample]) -> list[Sample]:
         """Teacher-forced CLL and summed log-prob of given samples, spread over the workers, in order."""
         return [sample for scored in self._spread("score", samples) for sample in scored]
+
+    def load_weights(self, weights: ray.ObjectRef, timeout_s: float | None = None) -> None:
+        """Every engine and CLL replica takes these weights, in place.
+
+        The pool keeps the reference (and so the object) for as long as these are the current
+        weights: a worker replaced later loads them before it takes any work.
+        """
+        self.weights = weights
+        # A replacement loads self.weights as it starts: nothing is left to re-run on it.
+        self._call("load_weights", {i: (weights,) for i in range(len(self.workers))}, rerun=False, timeout_s=timeout_s)
 
     def _spread_samples(self, method: str, items: list, *args) -> tuple[list[Sample], list[dict]]:
         """For methods returning (samples, stats): all samples in input order, and each worker's stats."""
@@ -63,13 +163,55 @@ class RolloutPool:
         n = len(self.workers)
         # Contiguous slices keep a prompt's samples together and the output in input order.
         bounds = [len(items) * i // n for i in range(n + 1)]
-        return ray.get(
-            [
-                getattr(worker, method).remote(items[bounds[i] : bounds[i + 1]], *args)
-                for i, worker in enumerate(self.workers)
-                if bounds[i + 1] > bounds[i]
-            ]
-        )
+        calls = {i: (items[bounds[i] : bounds[i + 1]], *args) for i in range(n) if bounds[i + 1] > bounds[i]}
+        results = self._call(method, calls)
+        return [results[i] for i in sorted(results)]
+
+    def _call(self, method: str, calls: dict[int, tuple], rerun: bool = True, timeout_s: float | None = None) -> dict:
+        """Run `method` on the given workers at once, {worker index: args}; returns {worker index: result}.
+
+        A worker that dies is replaced as soon as its call fails, while the others keep
+        working, and (with `rerun`) the replacement runs the same call again.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        pending = {getattr(self.workers[i], method).remote(*args): i for i, args in calls.items()}
+        results = {}
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=left)
+            if not done:
+                raise GetTimeoutError(f"RolloutWorker.{method} did not finish within {timeout_s:g}s")
+            index = pending.pop(done[0])
+            try:
+                results[index] = ray.get(done[0])
+            except RayActorError as error:
+                if not died(error, self.workers[index]):
+                    raise
+                self._replace(index, method, error)
+                if rerun:
+                    pending[getattr(self.workers[index], method).remote(*calls[index])] = index
+                else:
+                    results[index] = None
+        return results
+
+    def _replace(self, index: int, during: str, error: RayActorError) -> None:
+        """Put a new worker at `index` and wait until it holds the current weights."""
+        while True:
+            self.restarts.allow(f"rollout worker {index}", during, error)
+            # An unreachable worker may still be alive: it must not come back beside its replacement.
+            ray.kill(self.workers[index])
+            worker = self.workers[index] = self._start(index)
+            if self.weights is None:
+                caught_up = worker.__ray_ready__.remote()
+            else:
+                caught_up = worker.load_weights.remote(self.weights)
+            try:
+                ray.get(caught_up, timeout=START_TIMEOUT_S)
+                return
+            except RayActorError as again:
+                if not died(again, worker):
+                    raise
+                error, during = again, "its start as a replacement"
 
     def shutdown(self) -> None:
         for worker in self.workers:

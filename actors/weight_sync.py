@@ -9,7 +9,9 @@ replace the generic one without the driver loop changing.
   rollout worker takes them from there (the driver only ever holds a
   reference). Each worker reloads its vLLM engine through the engine's own
   reload entry point, resets the prefix cache, and loads the CLL scorer
-  replica.
+  replica. The pool keeps that reference until the next push, so a worker
+  that dies (during the load or later) is replaced by one holding these
+  weights (actors/rollout_pool.py).
 - A GPU path over vLLM's NCCL/IPC weight transfer is NOT implemented yet; the
   spec rejects any `sync.method` other than `object_store`.
 """
@@ -17,8 +19,6 @@ replace the generic one without the driver loop changing.
 from __future__ import annotations
 
 import time
-
-import ray
 
 from actors.learner_group import LearnerGroup
 from actors.rollout_pool import RolloutPool
@@ -30,8 +30,7 @@ SYNC_TIMEOUT_S = 600
 class ObjectStoreWeightSync:
     def push(self, learners: LearnerGroup, rollout: RolloutPool) -> float:
         started = time.perf_counter()
-        weights = learners.export_weights()
-        ray.get([worker.load_weights.remote(weights) for worker in rollout.workers], timeout=SYNC_TIMEOUT_S)
+        rollout.load_weights(learners.export_weights(), timeout_s=SYNC_TIMEOUT_S)
         return time.perf_counter() - started
 
 

@@ -170,6 +170,11 @@ def run_onpolicy(
             metrics.update(
                 samples=len(samples), data_epoch=stream.epoch, iteration_seconds=time.perf_counter() - started_iteration
             )
+            # Replacements anywhere in the iteration (generation, hinting, scoring, the weight sync).
+            if rollout:
+                metrics["rollout_worker_restarts"] = rollout.take_restarts()
+            if rewards:
+                metrics["reward_actor_restarts"] = rewards.take_restarts()
             if (spec.checkpoint.every and (iteration + 1) % spec.checkpoint.every == 0) or iteration == last:
                 latest = save_checkpoint(iteration, finished_position)
                 metrics["checkpoint"] = str(latest.path)

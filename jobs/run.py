@@ -116,7 +116,8 @@ def start_ray(actor_logs: bool) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=actor_logs, logging_level=logging.ERROR)  # `ray job submit` sets RAY_ADDRESS
     else:
-        ray.init(include_dashboard=False, log_to_driver=actor_logs, logging_level=logging.ERROR)
+        # "local": a private instance even when `ray start` left a cluster address on this machine.
+        ray.init(address="local", include_dashboard=False, log_to_driver=actor_logs, logging_level=logging.ERROR)
 
 
 def check_cluster_fits(spec: JobSpec) -> None:

@@ -1,17 +1,21 @@
 """Starting the job's actors: all at once, each reported as it becomes ready.
 
-Engines, reward models and DeepSpeed ranks take tens of seconds each to load;
-started together they overlap, and a line per actor shows where the time goes.
+First the job's placement group reserves every actor's resources (actors/placement.py),
+so a job the cluster cannot place fails before anything loads. Engines, reward models and
+DeepSpeed ranks take tens of seconds each to load; started together they overlap, and a
+line per actor shows where the time goes.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 
 from actors.learner_group import LearnerDied, LearnerGroup
+from actors.placement import JobPlacement
 from actors.reward_actor import RewardScorer
 from actors.rollout_pool import RolloutPool
 from jobs.progress import Progress
@@ -30,6 +34,7 @@ class Actors:
     rollout: RolloutPool | None
     rewards: RewardScorer | None
     learners: LearnerGroup
+    placement: JobPlacement | None = None
 
     def __enter__(self) -> "Actors":
         return self
@@ -42,6 +47,8 @@ class Actors:
         for group in (self.rollout, self.rewards, self.learners):
             if group is not None:
                 group.shutdown()
+        if self.placement is not None:
+            self.placement.remove()
 
 
 def start_actors(
@@ -54,13 +61,30 @@ def start_actors(
     reward_model_paths: dict[str, str],
     env_vars: dict,
 ) -> Actors:
-    """Start rollout workers (on `policy_weights`), the reward actor and the learner ranks, and wait for all."""
+    """Reserve the job's placement group, start rollout workers (on `policy_weights`), the reward actor
+    and the learner ranks in it, and wait for all.
+
+    Where each actor landed goes to placement.json in `spec.output_dir` (jobs.run sets it to the
+    resolved output directory), so a multi-node run shows which node ran what.
+    """
     started = time.perf_counter()
-    actors = Actors(
-        rollout=RolloutPool(spec, policy_weights, env_vars) if spec.uses_rollout else None,
-        rewards=RewardScorer(spec, reward_model_paths, env_vars) if spec.reward.sources else None,
-        learners=LearnerGroup(spec, initial_model, env_vars, resume_from=resume_from),
-    )
+    placement = JobPlacement.create(spec)
+    try:
+        if not placement.wait_until_placed(stopping=lambda: stop.requested):
+            raise StoppedWhileStarting
+        if spec.output_dir:
+            placement.write(Path(spec.output_dir) / "placement.json")
+        progress.note(f"placement group ({placement.plan.strategy}) ready: {len(placement.plan.bundles)} bundles on "
+                      f"{len(set(placement.bundle_nodes.values()))} node(s) after {time.perf_counter() - started:.1f}s")
+        actors = Actors(
+            rollout=RolloutPool(spec, policy_weights, env_vars, note=progress.note) if spec.uses_rollout else None,
+            rewards=RewardScorer(spec, reward_model_paths, env_vars, note=progress.note) if spec.reward.sources else None,
+            learners=LearnerGroup(spec, initial_model, env_vars, resume_from=resume_from),
+            placement=placement,
+        )
+    except BaseException:
+        placement.remove()
+        raise
     labelled = [*(actors.rollout.ready_refs() if actors.rollout else []),
                 *(actors.rewards.ready_refs() if actors.rewards else []), *actors.learners.ready_refs()]
     progress.note(f"starting {len(labelled)} actors: {', '.join(label for label, _ in labelled)}")

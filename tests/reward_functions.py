@@ -1,5 +1,17 @@
 """Reward functions the tests hand to `reward.sources[].function`, as users hand theirs."""
 
+import time
+
+from jobs.builtin import digit_share
+
+SLOW_SECONDS = 0.02  # x 256 samples: seconds of scoring to kill the actor in
+
 
 def explode(prompt: str, response: str, row: dict) -> float:
     raise ValueError("this reward function always fails")
+
+
+def slow_digit_share(prompt: str, response: str, row: dict) -> float:
+    """The builtin digit share, slowed down so that a test can kill the reward actor while it scores."""
+    time.sleep(SLOW_SECONDS)
+    return digit_share(prompt, response, row)

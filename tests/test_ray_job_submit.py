@@ -1,12 +1,15 @@
-"""`ray job submit` against a local head started as the README says, token auth on.
+"""`ray job submit` against a local two-node cluster started as docs/operations.md says, token auth on.
 
-The head gets its own temp dir and free ports, and is stopped by signalling
-its own `ray start --block` process: never `ray stop`, which would stop every
-Ray process of the user.
+The head and a second node are two raylets on this machine, 2 CPUs each (fractional
+requests: the actors ask for 0.25), each with its own ports; the second one joins the head's
+session (and so its temp dir). Both the same size, so that Ray's SPREAD, which gives every
+node one bundle and then each next bundle to the node left relatively emptiest, alternates. Each is stopped by signalling its own `ray start --block` process: never
+`ray stop`, which would stop every Ray process of the user.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -18,11 +21,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_one_line, run_cli
 
 pytestmark = pytest.mark.integration
 VENV_BIN = Path(sys.executable).parent
@@ -34,8 +38,52 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class RayCluster:
+    address: str  # the dashboard, for `ray job ...`
+    gcs: str  # host:port, for RAY_ADDRESS and `ray start --address`
+    env: dict  # token auth on, this venv first on PATH
+    node_ids: list[str]  # head first
+
+
+def start_block(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_block(process: subprocess.Popen) -> None:
+    # SIGTERM to the leader only: it drains and stops its own gcs/raylet/dashboard/agents.
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_for_nodes(gcs: str, env: dict, count: int, node: subprocess.Popen) -> list[str]:
+    """The alive node ids once `count` nodes have joined, head first."""
+    script = (
+        "import json, time, ray\n"
+        "ray.init(address=%r, logging_level='ERROR')\n"
+        "head = ray.get_runtime_context().get_node_id()\n"
+        "deadline = time.time() + 120\n"
+        "while True:\n"
+        "    ids = [n['NodeID'] for n in ray.nodes() if n['Alive']]\n"
+        "    if len(ids) >= %d or time.time() > deadline: break\n"
+        "    time.sleep(0.5)\n"
+        "print('NODES=' + json.dumps(sorted(ids, key=lambda i: i != head)))\n"
+    ) % (gcs, count)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("NODES=")]
+    assert lines, result.stderr[-3000:]
+    ids = json.loads(lines[-1].removeprefix("NODES="))
+    assert len(ids) == count, f"{len(ids)} of {count} Ray nodes came up (second node running: {node.poll() is None})"
+    return ids
+
+
 @pytest.fixture(scope="module")
-def ray_head():
+def ray_cluster():
     # A short path: Ray's unix socket paths must stay under ~107 characters.
     workdir = Path(tempfile.mkdtemp(prefix="hf-ray-"))
     token = workdir / "auth_token"
@@ -43,7 +91,7 @@ def ray_head():
     token.chmod(0o600)
     env = {
         **os.environ,
-        # Head and client must agree on auth; the client only sends the token
+        # Every node and every client must agree on auth; a client only sends the token
         # when its own RAY_AUTH_MODE is "token".
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(token),
@@ -51,16 +99,14 @@ def ray_head():
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("RAY_ADDRESS", None)
-    dashboard = free_port()
-    head = subprocess.Popen(
-        [
-            str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", "--disable-usage-stats",
-            f"--port={free_port()}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-            f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
-            f"--temp-dir={workdir / 'tmp'}",
-        ],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    gcs_port, dashboard = free_port(), free_port()
+    gcs = f"127.0.0.1:{gcs_port}"
+    head = start_block([
+        "--head", "--num-cpus=2", f"--port={gcs_port}", f"--dashboard-port={dashboard}",
+        "--dashboard-host=127.0.0.1", f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={free_port()}", f"--temp-dir={workdir / 'tmp'}",
+    ], env)
+    processes = [head]
     address = f"http://127.0.0.1:{dashboard}"
     try:
         deadline = time.time() + 180
@@ -74,39 +120,121 @@ def ray_head():
                 assert head.poll() is None, "ray start --head exited"
                 assert time.time() < deadline, "the Ray head did not come up in 180 s"
                 time.sleep(1)
-        yield address, env
+        # A second raylet on the same machine: every port of its own (the defaults of some
+        # are fixed numbers the head already holds), and worker ports picked by the OS.
+        node = start_block([
+            f"--address={gcs}", "--num-cpus=2",
+            "--object-store-memory=500000000", f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", "--min-worker-port=0", "--max-worker-port=0",
+        ], env)
+        processes.append(node)
+        yield RayCluster(address, gcs, env, wait_for_nodes(gcs, env, 2, node))
     finally:
-        # SIGTERM to the leader only: it drains and stops its own gcs/raylet/dashboard.
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        for process in reversed(processes):
+            stop_block(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def submit(address: str, env: dict, *entrypoint: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def submit(cluster: RayCluster, *entrypoint: str, env: dict | None = None, runtime_env: dict | None = None,
+           options: tuple[str, ...] = (), timeout: float = 900) -> subprocess.CompletedProcess:
+    extra = ["--runtime-env-json", json.dumps(runtime_env)] if runtime_env else []
     return subprocess.run(
-        [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", ".", "--", *entrypoint],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+        [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster.address, "--working-dir", ".", *extra,
+         *options, "--", *entrypoint],
+        cwd=REPO, env=env or cluster.env, capture_output=True, text=True, timeout=timeout,
     )
 
 
-def test_main_job_runs_under_ray_job_submit(ray_head, tmp_path):
-    address, env = ray_head
+def ray_job(cluster: RayCluster, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "ray"), "job", *args, "--address", cluster.address], cwd=REPO,
+                          env=cluster.env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_main_job_runs_under_ray_job_submit(ray_cluster, tmp_path):
     out = tmp_path / "job-out"  # absolute: the job's working directory is a temporary copy of the repo
-    result = submit(address, env, "python", "-m", "jobs.run", "configs/hinted_idft.yaml",
+    result = submit(ray_cluster, "python", "-m", "jobs.run", "configs/hinted_idft.yaml",
                     "--output-dir", str(out), "--set", "iterations=2")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "finished 2 iteration(s)" in result.stdout
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert (out / "checkpoints" / "iter-1" / "model.safetensors").is_file()
+    placed = json.loads((out / "placement.json").read_text())
+    assert placed["strategy"] == "pack" and len(placed["nodes"]) == 1  # all of it fits on one node
 
 
-def test_submit_without_the_token_is_refused(ray_head):
-    address, env = ray_head
-    result = submit(address, {**env, "RAY_AUTH_MODE": "disabled"}, "python", "-c", "print('should not run')",
-                    timeout=120)
+def test_submit_without_the_token_is_refused(ray_cluster):
+    result = submit(ray_cluster, "python", "-c", "print('should not run')",
+                    env={**ray_cluster.env, "RAY_AUTH_MODE": "disabled"}, timeout=120)
     assert result.returncode != 0
     assert "Missing authentication token" in result.stdout + result.stderr
+
+
+def test_spread_puts_workers_and_learners_on_both_nodes(ray_cluster, tmp_path):
+    out = tmp_path / "spread"
+    # env_vars from --runtime-env-json reach the entrypoint's shell: the output directory is named only there.
+    result = submit(
+        ray_cluster, "sh", "-c",
+        'python -m jobs.run configs/onpolicy_idft.yaml --output-dir "$HINTFLOW_TEST_OUT" '
+        "--set placement.strategy=spread --set iterations=2",
+        runtime_env={"env_vars": {"HINTFLOW_TEST_OUT": str(out)}},
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "finished 2 iteration(s)" in result.stdout  # a weight sync between the nodes included
+    placed = json.loads((out / "placement.json").read_text())
+    assert (placed["strategy"], placed["colocate"]) == ("spread", False)
+    assert sorted(placed["nodes"]) == sorted(ray_cluster.node_ids)
+    nodes_of = {role: {entry["node_id"] for name, entry in placed["actors"].items() if name.startswith(role)}
+                for role in ("rollout worker", "learner rank")}
+    assert nodes_of == {"rollout worker": set(ray_cluster.node_ids), "learner rank": set(ray_cluster.node_ids)}, placed
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_bundle_that_fits_no_node_fails_at_once_with_one_line(ray_cluster, tmp_path):
+    # 2.5 + 2 x 0.25 + 0.1 = 3.1 CPUs: the cluster's 4 hold the total, but neither node (2 each) holds 2.5.
+    started = time.monotonic()
+    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "out"),
+                     "--set", "rollout.workers=1", "--set", "rollout.cpus_per_worker=2.5",
+                     env={**ray_cluster.env, "RAY_ADDRESS": ray_cluster.gcs}, timeout=300)
+    assert result.returncode == 2
+    line = assert_one_line(result, "spec error: no Ray node can hold bundle 0 (rollout worker 0: CPU 2.5)",
+                           "1 (learner rank 0) CPU 0.25", "3 (reward actor) CPU 0.1")
+    assert line.count("has CPU 2") == 2, line
+    assert time.monotonic() - started < 120
+    assert not (tmp_path / "out" / "placement.json").exists()
+
+
+STOP_WAIT_JOB = """
+import os, pathlib, signal, sys, time
+def on_term(signum, frame):
+    time.sleep(6)  # a checkpoint being written
+    pathlib.Path(sys.argv[1], "saved").write_text("ok")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, on_term)
+pathlib.Path(sys.argv[1], "started").write_text("")
+while True:
+    time.sleep(0.2)
+"""
+
+
+@pytest.mark.parametrize("wait_s", [None, 30], ids=["default-3s", "env-30s"])
+def test_job_stop_waits_as_long_as_runtime_env_says(ray_cluster, tmp_path, wait_s):
+    """`ray job stop` sends SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S (3 by default), which the
+    job supervisor reads from its own environment: --runtime-env-json env_vars reach it."""
+    runtime_env = {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(wait_s)}} if wait_s else None
+    job_id = f"stop-wait-{wait_s}-{secrets.token_hex(3)}"
+    result = submit(ray_cluster, "python", "-c", STOP_WAIT_JOB, str(tmp_path), runtime_env=runtime_env,
+                    options=("--no-wait", "--submission-id", job_id), timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    deadline = time.time() + 120
+    while not (tmp_path / "started").exists():
+        assert time.time() < deadline, ray_job(ray_cluster, "logs", job_id).stdout[-3000:]
+        time.sleep(0.5)
+    asked = time.monotonic()
+    assert ray_job(ray_cluster, "stop", job_id).returncode == 0  # waits until the job has ended
+    took = time.monotonic() - asked
+    status = ray_job(ray_cluster, "status", job_id).stdout
+    assert f"Job '{job_id}' was stopped" in status, status
+    assert (tmp_path / "saved").exists() == bool(wait_s), f"stop took {took:.1f}s"
+    assert took >= (6 if wait_s else 3), took
