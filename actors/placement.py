@@ -9,7 +9,8 @@ Bundles, in order:
 
 - without `placement.colocate`: one per rollout worker (`rollout.cpus_per_worker`,
   `rollout.gpus_per_worker`), then one per learner rank, then one for the reward actor
-  (only with `reward.sources`); no rollout bundles when the spec uses no rollout;
+  (only with `reward.sources`), then one for the eval actor (only with `eval.every`); no
+  rollout bundles when the spec uses no rollout;
 - with `placement.colocate`: rollout worker i and learner rank i share bundle i, which holds
   the sum of both requests, so the two always land on the same node; workers or ranks
   beyond the shorter of the two lists get bundles of their own. Each actor still holds its
@@ -46,7 +47,7 @@ from jobs.spec import JobSpec
 # with the numbers instead of waiting for ever.
 READY_TIMEOUT_S = 30.0
 
-ROLLOUT, LEARNER, REWARD = "rollout worker", "learner rank", "reward actor"
+ROLLOUT, LEARNER, REWARD, EVAL = "rollout worker", "learner rank", "reward actor", "eval actor"
 STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
 
 
@@ -112,6 +113,8 @@ def layout(spec: JobSpec) -> Layout:
         plan.add({label(LEARNER, i): rank})
     if spec.reward.sources:
         plan.add({label(REWARD): resources(spec.reward.cpus, spec.reward.gpus)})
+    if spec.eval.every:
+        plan.add({label(EVAL): resources(spec.eval.cpus, spec.eval.gpus)})
     return plan
 
 

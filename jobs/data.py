@@ -81,7 +81,7 @@ def load_rows(spec: DataSpec) -> list[dict]:
     if is_builtin(spec.path):
         if spec.path != builtin.ARITHMETIC:
             raise DataError(f"data.path: unknown builtin {spec.path!r}; expected {builtin.ARITHMETIC!r}")
-        rows = builtin.arithmetic_rows()
+        rows = builtin.arithmetic_rows(seed=spec.seed)
     elif is_reasoning_gym(spec.path):
         rows = _reasoning_gym_rows(spec)
     elif spec.path.startswith(CHAMP_PREFIX):

@@ -15,6 +15,8 @@
         train the learner group on the samples or the pairs
         push the new weights into every rollout engine, in place
         record metrics, samples and pairs; checkpoint when due
+        evaluate when due (eval.every): the eval actor takes these weights and works beside the
+                    loop; held-out pass@1 / pass@k, forgetting on out-of-domain text
     a stop signal ends the loop at the next safe point (between iterations, or before the
     weights change) with a checkpoint of the last finished iteration
 """
@@ -32,7 +34,8 @@ from jobs.pairs import dataset_pairs, demonstration_samples, irft_pairs, online_
 from jobs.progress import Progress
 from jobs.run_outputs import RunOutputs
 from jobs.spec import JobSpec
-from jobs.startup import start_actors
+from jobs.evaluation import Evaluation, eval_inputs
+from jobs.startup import StoppedWhileStarting, start_actors
 from jobs.stop_signals import StopRequests
 
 
@@ -93,11 +96,17 @@ def run_onpolicy(
         progress.note(f"resuming at iteration {first} from {resume.path}")
     progress.note(f"{len(prompts)} prompts from {spec.data.path}")
 
-    actors = start_actors(
-        spec, progress, stop, model_path, str(resume.path) if resume else model_path,
-        str(resume.path) if resume else None, reward_model_paths, env_vars,
-    )
+    history = [m for m in outputs.start_metrics(keep_before=first) if m.get("kind") != "eval"]
+    try:
+        actors = start_actors(
+            spec, progress, stop, model_path, str(resume.path) if resume else model_path,
+            str(resume.path) if resume else None, reward_model_paths, env_vars,
+            eval_inputs(spec, tokenizer) if spec.eval.every else None,
+        )
+    except StoppedWhileStarting:
+        return LoopEnd(history, resume, stopped_after=resume.iteration if resume else None)
     rollout, rewards, learners = actors.rollout, actors.rewards, actors.learners
+    evaluation = Evaluation(spec, actors.evaluator, outputs, progress) if actors.evaluator else None
     weight_sync = make_weight_sync(spec.sync)
 
     def save_checkpoint(iteration: int, data_position: dict) -> Checkpoint:
@@ -107,8 +116,9 @@ def run_onpolicy(
         return checkpoints.commit(iteration, loop_state)
 
     with actors:  # killed on the way out, however the loop ends
-        history = outputs.start_metrics(keep_before=first)
         latest, finished_position, last = resume, stream.state(), spec.iterations - 1
+        if evaluation and not resume:
+            evaluation.start(-1, None)  # the starting weights: the baseline every gain is measured from
         for iteration in range(first, spec.iterations):
             if stop.requested:
                 break
@@ -181,8 +191,15 @@ def run_onpolicy(
             outputs.append_metrics(metrics)
             history.append(metrics)
             progress.end(metrics)
+            if evaluation:
+                if evaluation.due(iteration):
+                    evaluation.start(iteration, rollout.weights if rollout else learners.export_weights())
+                evaluation.collect()
 
         if not stop.requested:
+            if evaluation:
+                progress.note("waiting for the last evaluation")
+                evaluation.collect(wait_seconds=None)
             return LoopEnd(history, latest)
         last_finished = history[-1]["iteration"] if history else None
         if last_finished is not None and (latest is None or latest.iteration != last_finished):

@@ -22,6 +22,7 @@ CHANGEABLE_ON_RESUME = (
     "iterations",
     "output_dir",
     "checkpoint",
+    "eval",
     "faults",
     "placement",
     "rollout.workers",

@@ -125,18 +125,19 @@ def check_cluster_fits(spec: JobSpec) -> None:
     import ray
 
     have = ray.cluster_resources()
-    for resource, per_worker, per_rank, reward in (
-        ("GPU", spec.rollout.gpus_per_worker, spec.learner.gpus_per_rank, spec.reward.gpus),
-        ("CPU", spec.rollout.cpus_per_worker, spec.learner.cpus_per_rank, spec.reward.cpus),
+    for resource, per_worker, per_rank, reward, evaluation in (
+        ("GPU", spec.rollout.gpus_per_worker, spec.learner.gpus_per_rank, spec.reward.gpus, spec.eval.gpus),
+        ("CPU", spec.rollout.cpus_per_worker, spec.learner.cpus_per_rank, spec.reward.cpus, spec.eval.cpus),
     ):
         workers = spec.rollout.workers if spec.uses_rollout else 0
-        need = workers * per_worker + spec.learner.ranks * per_rank + (reward if spec.reward.sources else 0)
+        need = (workers * per_worker + spec.learner.ranks * per_rank + (reward if spec.reward.sources else 0)
+                + (evaluation if spec.eval.every else 0))
         if need > have.get(resource, 0):
             kind = resource.lower()
             raise SpecError(
                 f"the job needs {need:g} {resource}s (rollout.workers x rollout.{kind}s_per_worker + "
-                f"learner.ranks x learner.{kind}s_per_rank + reward.{kind}s) but the Ray cluster has "
-                f"{have.get(resource, 0):g}"
+                f"learner.ranks x learner.{kind}s_per_rank + reward.{kind}s + eval.{kind}s) but the Ray cluster "
+                f"has {have.get(resource, 0):g}"
             )
 
 

@@ -5,6 +5,7 @@
     DIR/metrics.jsonl             one JSON object per iteration, flushed as it happens
     DIR/samples/iter-N.jsonl      every sample of iteration N with its CLL and rewards
     DIR/pairs/iter-N.jsonl        every preference pair of iteration N with its reference and policy log-probs
+    DIR/eval/iter-N.jsonl         every held-out answer the eval actor judged for the weights of iteration N
     DIR/checkpoints/iter-N/       HF folder: safetensors, config, tokenizer; training_state/ beside
                                   the weights (jobs/checkpoints.py)
     DIR/checkpoints/latest        name of the newest complete checkpoint
@@ -36,6 +37,7 @@ class RunOutputs:
         self.dir = Path(directory).resolve()
         self.samples_dir = self.dir / "samples"
         self.pairs_dir = self.dir / "pairs"
+        self.eval_dir = self.dir / "eval"
         self.checkpoints_dir = self.dir / "checkpoints"
         self.metrics_path = self.dir / "metrics.jsonl"
         for folder in (self.dir, self.samples_dir, self.checkpoints_dir):

@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from jobs.errors import SpecError
+from jobs.eval_spec import EvalSpec
 from jobs.operations_spec import CheckpointSpec, FaultSpec, PlacementSpec, SyncSpec
 from jobs.reward_spec import RewardSpec
 from jobs.spec_base import Section
@@ -240,6 +241,7 @@ class JobSpec(Section):
     reward: RewardSpec = Field(default_factory=RewardSpec)
     preference: PreferenceSpec = Field(default_factory=PreferenceSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
     faults: FaultSpec = Field(default_factory=FaultSpec)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
     output_dir: Optional[str] = Field(None, description="Defaults to runs/<name>; --output-dir overrides.")
@@ -307,6 +309,19 @@ class JobSpec(Section):
                 f"rollout.hinted.verifier {self.rollout.hinted.verifier!r} must name one of reward.sources "
                 f"(configured: {keys or 'none'}); it decides which answers are right"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _eval_verifier(self) -> "JobSpec":
+        if not self.eval.every:
+            return self
+        keys = [s.key for s in self.reward.sources]
+        if not keys:
+            raise ValueError("eval.every > 0 checks held-out answers with a reward source; reward.sources is empty")
+        if self.eval.verifier is None:
+            self.eval.verifier = self.rollout.hinted.verifier if self.rollout.hinted.verifier in keys else keys[0]
+        elif self.eval.verifier not in keys:
+            raise ValueError(f"eval.verifier {self.eval.verifier!r} must name one of reward.sources (configured: {keys})")
         return self
 
     @property

@@ -15,7 +15,7 @@ from pathlib import Path
 import ray
 
 from actors.learner_group import LearnerDied, LearnerGroup
-from actors.placement import JobPlacement
+from actors.placement import EVAL, JobPlacement
 from actors.reward_actor import RewardScorer
 from actors.rollout_pool import RolloutPool
 from jobs.progress import Progress
@@ -35,6 +35,7 @@ class Actors:
     rewards: RewardScorer | None
     learners: LearnerGroup
     placement: JobPlacement | None = None
+    evaluator: ray.actor.ActorHandle | None = None
 
     def __enter__(self) -> "Actors":
         return self
@@ -47,6 +48,8 @@ class Actors:
         for group in (self.rollout, self.rewards, self.learners):
             if group is not None:
                 group.shutdown()
+        if self.evaluator is not None:
+            ray.kill(self.evaluator)
         if self.placement is not None:
             self.placement.remove()
 
@@ -60,6 +63,7 @@ def start_actors(
     resume_from: str | None,
     reward_model_paths: dict[str, str],
     env_vars: dict,
+    eval_inputs: tuple | None = None,
 ) -> Actors:
     """Reserve the job's placement group, start rollout workers (on `policy_weights`), the reward actor
     and the learner ranks in it, and wait for all.
@@ -82,11 +86,17 @@ def start_actors(
             learners=LearnerGroup(spec, initial_model, env_vars, resume_from=resume_from),
             placement=placement,
         )
+        if eval_inputs is not None:
+            from jobs.evaluation import start_eval_worker
+
+            actors.evaluator = start_eval_worker(spec, policy_weights, initial_model, reward_model_paths, eval_inputs,
+                                                 env_vars, placement.options(EVAL))
     except BaseException:
         placement.remove()
         raise
     labelled = [*(actors.rollout.ready_refs() if actors.rollout else []),
-                *(actors.rewards.ready_refs() if actors.rewards else []), *actors.learners.ready_refs()]
+                *(actors.rewards.ready_refs() if actors.rewards else []), *actors.learners.ready_refs(),
+                *([(EVAL, actors.evaluator.__ray_ready__.remote())] if actors.evaluator else [])]
     progress.note(f"starting {len(labelled)} actors: {', '.join(label for label, _ in labelled)}")
     label_of = {ref: label for label, ref in labelled}
     pending = list(label_of)

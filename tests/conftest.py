@@ -40,6 +40,16 @@ def onpolicy_run(tmp_path_factory):
     return out, result
 
 
+@pytest.fixture(scope="session")
+def hinted_run(tmp_path_factory):
+    """configs/hinted_idft.yaml for 2 iterations (its eval actor after each): (out dir, training metrics)."""
+    out = tmp_path_factory.mktemp("hinted")
+    result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(out), "--set", "iterations=2",
+                     "--set", "checkpoint.every=1")
+    assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return out, [m for m in read_jsonl(out / "metrics.jsonl") if m.get("kind") != "eval"]
+
+
 def run_cli(*args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m jobs.run ARGS` exactly as a user types it, from the repo root."""
     return subprocess.run(

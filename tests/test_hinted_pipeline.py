@@ -1,7 +1,8 @@
 """The answer-first pipeline end to end (configs/hinted_idft.yaml on the tiny model), on real Ray, vLLM, DeepSpeed.
 
 attempt -> verify -> Hinted Decoding for the wrong ones -> verify -> CLL filter -> IDFT -> sync,
-for 2 iterations. The run is shared by the tests below.
+for 2 iterations. The run (the `hinted_run` session fixture in conftest.py) is shared by the
+tests below and by tests/test_evaluation.py.
 """
 
 from __future__ import annotations
@@ -10,18 +11,9 @@ import pytest
 import torch
 
 from actors.rollout_worker import analysis_until_header, sampling_seed
-from tests.conftest import independent_token_stats, read_jsonl, run_cli
+from tests.conftest import independent_token_stats, read_jsonl
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def hinted_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hinted")
-    result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(out), "--set", "iterations=2",
-                     "--set", "checkpoint.every=1")
-    assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return out, read_jsonl(out / "metrics.jsonl")
 
 
 def test_every_stage_ran_and_is_counted(hinted_run):

@@ -1,0 +1,109 @@
+"""Evaluations beside the loop: one eval actor, the weights of an iteration handed over by reference.
+
+The loop never waits for an evaluation to finish, only (up to eval.max_wait_seconds)
+for the previous one when the next is due; what comes back is written as an eval row
+of metrics.jsonl (`"kind": "eval"`) and the judged answers as eval/iter-N.jsonl.
+
+Before the first iteration the weights the run starts from are evaluated too
+(iteration -1 for a new run): the baseline the gain is measured against.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import ray
+
+from actors.eval_worker import EvalWorker
+from jobs.data import Prompt, load_prompts, response_text
+from jobs.ood_text import ood_passages
+from jobs.pairs import written_sample
+from jobs.progress import Progress
+from jobs.run_outputs import RunOutputs, write_atomically
+from jobs.spec import JobSpec
+
+
+def eval_data_spec(spec: JobSpec):
+    """Held-out problems: eval.data_path, or the training source with the next seed (fresh generated problems)."""
+    if spec.eval.data_path:
+        return spec.data.model_copy(update={"path": spec.eval.data_path, "max_prompts": spec.eval.problems})
+    return spec.data.model_copy(update={"seed": spec.data.seed + 1, "max_prompts": spec.eval.problems})
+
+
+def eval_inputs(spec: JobSpec, tokenizer) -> tuple[list[Prompt], list, list[list[int]]]:
+    """Problems, their reference solutions (where the data has them) and tokenized out-of-domain passages."""
+    data = eval_data_spec(spec)
+    problems, _ = load_prompts(data, tokenizer, spec.max_prompt_tokens)
+    problems = problems[: spec.eval.problems]
+    with_solution = [p for p in problems if _has(p, data.solution_column)]
+    references = [written_sample(p, data.solution_column, tokenizer, -1, "reference") for p in with_solution]
+    passages = ood_passages(spec.eval.ood_text, spec.eval.ood_passages, spec.seed)
+    ood = [tokenizer(text, add_special_tokens=False).input_ids[: spec.eval.ood_max_tokens] for text in passages]
+    return problems, references, [ids for ids in ood if len(ids) > 1]
+
+
+def _has(prompt: Prompt, column: str) -> bool:
+    try:
+        return bool(response_text(prompt.row, prompt.index, column))
+    except Exception:  # a held-out set without reference solutions still measures accuracy and forgetting
+        return False
+
+
+def start_eval_worker(spec: JobSpec, policy_path: str, base_model_path: str, reward_model_paths: dict,
+                      inputs: tuple, env_vars: dict, options: dict) -> ray.actor.ActorHandle:
+    """The eval actor, not waited for: `inputs` is what eval_inputs() gave."""
+    from actors.rollout_worker import vllm_env_vars
+
+    problems, references, ood = inputs
+    return ray.remote(EvalWorker).options(
+        num_cpus=spec.eval.cpus, num_gpus=spec.eval.gpus,
+        runtime_env={"env_vars": {**env_vars, **vllm_env_vars(spec)}}, **options,
+    ).remote(spec, policy_path, base_model_path, reward_model_paths, problems, references, ood)
+
+
+class Evaluation:
+    def __init__(self, spec: JobSpec, worker, outputs: RunOutputs, progress: Progress):
+        self.spec = spec
+        self.worker = worker
+        self.outputs = outputs
+        self.progress = progress
+        self.running: tuple[int, float, ray.ObjectRef] | None = None
+        self.skipped = 0
+
+    def due(self, iteration: int) -> bool:
+        every = self.spec.eval.every
+        return bool(every) and ((iteration + 1) % every == 0 or iteration == self.spec.iterations - 1)
+
+    def start(self, iteration: int, weights: ray.ObjectRef | None) -> None:
+        """Evaluate the weights of `iteration` (None: what the eval engine holds, i.e. the starting weights)."""
+        if self.running:
+            self.collect(wait_seconds=self.spec.eval.max_wait_seconds)
+        if self.running:
+            self.skipped += 1
+            self.progress.note(f"eval of iteration {iteration} skipped: the eval of iteration {self.running[0]} "
+                               f"is still running (eval.max_wait_seconds={self.spec.eval.max_wait_seconds:g})")
+            return
+        self.running = (iteration, time.perf_counter(), self.worker.evaluate.remote(weights, iteration))
+
+    def collect(self, wait_seconds: float | None = 0) -> None:
+        """Record the running evaluation if it has finished (waiting up to `wait_seconds`; None: until it has)."""
+        if not self.running:
+            return
+        iteration, started, ref = self.running
+        if not ray.wait([ref], timeout=wait_seconds)[0]:
+            return
+        self.running = None
+        metrics, records = ray.get(ref)
+        self.outputs.eval_dir.mkdir(exist_ok=True)
+        write_atomically(self.outputs.eval_dir / f"iter-{iteration}.jsonl",
+                         "".join(json.dumps(r) + "\n" for r in records))
+        row = {"kind": "eval", "iteration": iteration, **metrics,
+               "eval_seconds": time.perf_counter() - started, "eval_skipped": self.skipped}
+        self.outputs.append_metrics(row)
+        self.progress.note(
+            f"eval of iteration {iteration}: pass@1 {metrics['eval_pass1']:.2f}  pass@{metrics['eval_k']} "
+            f"{metrics['eval_pass_at_k']:.2f}  forget_kl {metrics['forget_kl']:.4f}  rank>1 "
+            f"{metrics['forget_rank_gt1']:.3f}  centroid {metrics['forget_centroid_shift']:.4f}"
+            + (f"  ref cll {metrics['eval_reference_cll']:+.3f}" if "eval_reference_cll" in metrics else "")
+        )
