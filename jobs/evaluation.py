@@ -63,11 +63,13 @@ def start_eval_worker(spec: JobSpec, policy_path: str, base_model_path: str, rew
 
 
 class Evaluation:
-    def __init__(self, spec: JobSpec, worker, outputs: RunOutputs, progress: Progress):
+    def __init__(self, spec: JobSpec, worker, outputs: RunOutputs, progress: Progress, record):
+        """`record(row)` files an eval row wherever training rows go (metrics.jsonl, TensorBoard, report)."""
         self.spec = spec
         self.worker = worker
         self.outputs = outputs
         self.progress = progress
+        self.record = record
         self.running: tuple[int, float, ray.ObjectRef] | None = None
         self.skipped = 0
 
@@ -100,7 +102,7 @@ class Evaluation:
                          "".join(json.dumps(r) + "\n" for r in records))
         row = {"kind": "eval", "iteration": iteration, **metrics,
                "eval_seconds": time.perf_counter() - started, "eval_skipped": self.skipped}
-        self.outputs.append_metrics(row)
+        self.record(row)
         self.progress.note(
             f"eval of iteration {iteration}: pass@1 {metrics['eval_pass1']:.2f}  pass@{metrics['eval_k']} "
             f"{metrics['eval_pass_at_k']:.2f}  forget_kl {metrics['forget_kl']:.4f}  rank>1 "

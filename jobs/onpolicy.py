@@ -32,11 +32,13 @@ from jobs.checkpoints import Checkpoint, CheckpointStore
 from jobs.data import Prompt, PromptStream
 from jobs.pairs import dataset_pairs, demonstration_samples, irft_pairs, online_pairs
 from jobs.progress import Progress
+from jobs.report import write_report
 from jobs.run_outputs import RunOutputs
 from jobs.spec import JobSpec
 from jobs.evaluation import Evaluation, eval_inputs
 from jobs.startup import StoppedWhileStarting, start_actors
 from jobs.stop_signals import StopRequests
+from jobs.tensorboard_log import TensorBoardLog
 
 
 def mean(values: list[float]) -> float:
@@ -106,7 +108,18 @@ def run_onpolicy(
     except StoppedWhileStarting:
         return LoopEnd(history, resume, stopped_after=resume.iteration if resume else None)
     rollout, rewards, learners = actors.rollout, actors.rewards, actors.learners
-    evaluation = Evaluation(spec, actors.evaluator, outputs, progress) if actors.evaluator else None
+    tensorboard = TensorBoardLog(outputs.dir, first_iteration=first)
+
+    def record(row: dict) -> None:
+        """One metrics row, training or eval: metrics.jsonl, TensorBoard, and a fresh report.html."""
+        outputs.append_metrics(row)
+        tensorboard.log(row)
+        try:
+            write_report(outputs.dir)
+        except Exception as exc:  # a derived page is never worth stopping training for
+            progress.note(f"report.html not updated ({type(exc).__name__}: {exc})")
+
+    evaluation = Evaluation(spec, actors.evaluator, outputs, progress, record) if actors.evaluator else None
     weight_sync = make_weight_sync(spec.sync)
 
     def save_checkpoint(iteration: int, data_position: dict) -> Checkpoint:
@@ -115,7 +128,7 @@ def run_onpolicy(
         loop_state = {"next_iteration": iteration + 1, "data": data_position, "spec": spec.model_dump(mode="json")}
         return checkpoints.commit(iteration, loop_state)
 
-    with actors:  # killed on the way out, however the loop ends
+    with actors, tensorboard:  # actors killed, event file closed, however the loop ends
         latest, finished_position, last = resume, stream.state(), spec.iterations - 1
         if evaluation and not resume:
             evaluation.start(-1, None)  # the starting weights: the baseline every gain is measured from
@@ -188,7 +201,7 @@ def run_onpolicy(
             if (spec.checkpoint.every and (iteration + 1) % spec.checkpoint.every == 0) or iteration == last:
                 latest = save_checkpoint(iteration, finished_position)
                 metrics["checkpoint"] = str(latest.path)
-            outputs.append_metrics(metrics)
+            record(metrics)
             history.append(metrics)
             progress.end(metrics)
             if evaluation:

@@ -58,7 +58,17 @@ class Progress:
         self.note(f"{self._where()} done in {metrics['iteration_seconds']:.1f}s: {shown}")
 
 
-def summary(name: str, history: list[dict], output_dir: str, seconds: float) -> str:
+def eval_change(evals: list[dict]) -> str:
+    """First and last eval side by side: what training gained, and what it cost elsewhere."""
+    first, last = evals[0], evals[-1]
+    shown = [("eval_pass1", "pass@1", "{:.2f}"), ("eval_pass_at_k", f"pass@{last.get('eval_k', 'k')}", "{:.2f}"),
+             ("eval_reference_cll", "ref cll", "{:+.3f}"), ("forget_kl", "forget kl", "{:.4f}"),
+             ("forget_rank_gt1", "rank>1", "{:.3f}")]
+    return "   ".join(f"{header} {form.format(first[key])} -> {form.format(last[key])}"
+                       for key, header, form in shown if key in first and key in last)
+
+
+def summary(name: str, history: list[dict], output_dir: str, seconds: float, evals: list[dict] = ()) -> str:
     columns = [(key, header, form) for key, header, form in COLUMNS if any(key in m for m in history)]
     widths = [max(8, len(header)) for _, header, _ in columns]
     lines = [
@@ -73,7 +83,10 @@ def summary(name: str, history: list[dict], output_dir: str, seconds: float) -> 
     files = "metrics.jsonl   samples  samples/iter-N.jsonl   spec  spec.yaml"
     if any("pairs" in m for m in history):
         files += "   pairs  pairs/iter-N.jsonl"
-    lines += [f"  outputs     {output_dir}", f"  metrics     {files}"]
+    if evals:
+        lines.append(f"  eval        iteration {evals[0]['iteration']} -> {evals[-1]['iteration']}:   {eval_change(evals)}")
+    lines += [f"  outputs     {output_dir}", f"  metrics     {files}",
+              f"  report      report.html   tensorboard --logdir {output_dir}/tensorboard"]
     if checkpoint:
         lines.append(f"  checkpoint  {checkpoint}  (HF format: transformers and vLLM load it)")
     return "\n".join(lines)

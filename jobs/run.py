@@ -240,8 +240,9 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
         finally:
             # Also the clean slate for a restart: every actor of the failed attempt goes with the session.
             ray.shutdown()
-    if end.stopped_after is None:
-        print(summary(spec.name, end.history, str(outputs.dir), time.perf_counter() - started), flush=True)
+    if not stop.requested:
+        evals = [m for m in outputs.read_metrics() if m.get("kind") == "eval"]
+        print(summary(spec.name, end.history, str(outputs.dir), time.perf_counter() - started, evals), flush=True)
     return end
 
 

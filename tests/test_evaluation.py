@@ -1,0 +1,54 @@
+"""The eval actor inside a real run (configs/hinted_idft.yaml, eval.every=1), on real Ray, vLLM and DeepSpeed.
+
+The run is the shared `hinted_run` session fixture (conftest.py). Its eval rows are
+checked against what the eval actor saved: pass@1 and pass@k are recounted from
+eval/iter-N.jsonl; the forgetting numbers of the starting weights (the eval actor's
+current model IS the base model then) must be zero.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import read_jsonl
+
+pytestmark = pytest.mark.integration
+
+
+def eval_rows(out) -> dict[int, dict]:
+    return {m["iteration"]: m for m in read_jsonl(out / "metrics.jsonl") if m.get("kind") == "eval"}
+
+
+def test_an_eval_before_training_and_after_every_iteration(hinted_run):
+    out, metrics = hinted_run
+    trained = [m["iteration"] for m in metrics]
+    assert sorted(eval_rows(out)) == [-1, *trained]
+    for row in eval_rows(out).values():
+        assert row["eval_problems"] == 16 and row["eval_k"] == 4
+        assert {"forget_kl", "forget_rank_mean", "forget_rank_gt1", "forget_centroid_shift",
+                "eval_reference_cll", "eval_seconds"} <= row.keys()
+
+
+def test_pass_at_1_and_pass_at_k_equal_a_direct_count_of_the_saved_answers(hinted_run):
+    out, _ = hinted_run
+    for iteration, row in eval_rows(out).items():
+        answers = read_jsonl(out / "eval" / f"iter-{iteration}.jsonl")
+        greedy = [a for a in answers if a["mode"] == "greedy"]
+        sampled = [a for a in answers if a["mode"] == "sampled"]
+        assert len(greedy) == 16 and len(sampled) == 16 * 4
+        assert all(a["correct"] == (a["reward"] >= 0.35) for a in answers)  # eval.pass_threshold
+        assert row["eval_pass1"] == sum(a["correct"] for a in greedy) / 16
+        solved = {a["problem"] for a in sampled if a["correct"]}
+        assert row["eval_pass_at_k"] == len(solved) / 16
+
+
+def test_forgetting_is_zero_for_the_starting_weights_and_grows_with_training(hinted_run):
+    out, _ = hinted_run
+    rows = eval_rows(out)
+    start, end = rows[-1], rows[max(rows)]
+    # The eval actor's replica and its base model hold the same weights before training.
+    assert abs(start["forget_kl"]) < 1e-6
+    assert start["forget_rank_mean"] == 1.0 and start["forget_rank_gt1"] == 0.0
+    assert start["forget_centroid_shift"] < 1e-4
+    assert end["forget_kl"] > 100 * max(abs(start["forget_kl"]), 1e-9)
+    assert end["forget_centroid_shift"] > start["forget_centroid_shift"]
