@@ -4,6 +4,7 @@
         prompts  <- next batch of the dataset
         samples  <- k responses per prompt from the rollout workers (current weights),
                     each scored with CLL and its summed log-prob under those same weights
+                    (rollout.mode reference: the dataset's own solutions instead, scored the same way)
                     (irft: plus the prompts' demonstrations, scored the same way)
         rewards  <- the reward actor scores every sample (when reward sources are set)
         answer-first (rollout.mode hinted/rewrite): Hinted Decoding for the problems no sample
@@ -144,8 +145,12 @@ def run_onpolicy(
             batch = stream.next_batch(spec.rollout.prompts_per_iteration)
 
             samples, demonstrations = [], []
-            progress.begin(iteration, "generating, then CLL-scoring under the same weights" if rollout else "pairing")
-            if rollout:
+            progress.begin(iteration, "pairing" if not rollout else "CLL-scoring the reference solutions"
+                           if spec.rollout.mode == "reference" else "generating, then CLL-scoring under the same weights")
+            if spec.rollout.mode == "reference":  # SFT data as written: no generation, only its CLL
+                samples = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
+                metrics.update(cll_summary(samples))
+            elif rollout:
                 samples, generation = rollout.generate(batch, iteration)
                 metrics.update(cll_summary(samples), **generation)
             if spec.algorithm == "irft":
@@ -155,7 +160,7 @@ def run_onpolicy(
                 progress.step(f"scoring {len(samples)} samples for reward")
                 metrics.update(rewards.score(samples, prompts_by_index))
             recorded = samples + demonstrations
-            if spec.rollout.mode != "on_policy":
+            if spec.rollout.mode in ("hinted", "rewrite"):
                 progress.step("answer-first: Hinted Decoding for the problems answered wrong")
                 samples, recorded, hinting = answer_first(
                     samples, batch, rollout, rewards, spec, tokenizer, prompts_by_index, iteration

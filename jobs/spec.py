@@ -126,10 +126,12 @@ class HintedSpec(Section):
 
 
 class RolloutSpec(Section):
-    mode: Literal["on_policy", "hinted", "rewrite"] = Field(
+    mode: Literal["on_policy", "hinted", "rewrite", "reference"] = Field(
         "on_policy",
         description="on_policy: train on every sample. hinted: the answer-first pipeline (attempt, verify, Hinted "
-        "Decoding for the wrong ones, verify, CLL filter). rewrite: the same with beta = 0 (the hint stream alone).",
+        "Decoding for the wrong ones, verify, CLL filter). rewrite: the same with beta = 0 (the hint stream alone). "
+        "reference: no generation; train on the dataset's reference solutions as written (data.solution_column), "
+        "CLL-scored under the current weights: plain SFT data, the baseline the others are measured against.",
     )
     workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(0.25, ge=0)
@@ -303,6 +305,8 @@ class JobSpec(Section):
             raise ValueError(
                 f"rollout.mode {self.rollout.mode!r} trains on the kept samples with sft or idft, not {self.algorithm!r}"
             )
+        if self.rollout.mode == "reference":
+            return self
         keys = [s.key for s in self.reward.sources]
         if self.rollout.hinted.verifier not in keys:
             raise ValueError(
