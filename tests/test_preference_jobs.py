@@ -28,7 +28,8 @@ SUMMED_LOGP_TOLERANCE = 5e-4
 
 def run_job(tmp_path_factory, name: str, *args: str):
     out = tmp_path_factory.mktemp(name)
-    result = run_cli(*args, "--output-dir", str(out), "--set", "checkpoint.every=1")
+    # Every iteration's checkpoint stays: the tests replay stage s under the weights of stage s-1.
+    result = run_cli(*args, "--output-dir", str(out), "--set", "checkpoint.every=1", "--set", "checkpoint.keep_last=100")
     assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return out, read_jsonl(out / "metrics.jsonl"), result
 
