@@ -72,10 +72,11 @@ class Evaluation:
         self.record = record
         self.running: tuple[int, float, ray.ObjectRef] | None = None
         self.skipped = 0
+        self.failed: str | None = None  # why the eval actor is gone, once it is
 
     def due(self, iteration: int) -> bool:
         every = self.spec.eval.every
-        return bool(every) and ((iteration + 1) % every == 0 or iteration == self.spec.iterations - 1)
+        return bool(every) and self.failed is None and ((iteration + 1) % every == 0 or iteration == self.spec.iterations - 1)
 
     def start(self, iteration: int, weights: ray.ObjectRef | None) -> None:
         """Evaluate the weights of `iteration` (None: what the eval engine holds, i.e. the starting weights)."""
@@ -96,7 +97,14 @@ class Evaluation:
         if not ray.wait([ref], timeout=wait_seconds)[0]:
             return
         self.running = None
-        metrics, records = ray.get(ref)
+        try:
+            metrics, records = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
+            # Measuring is not worth the training run: note it, and evaluate no further.
+            self.failed = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+            self.progress.note(f"eval of iteration {iteration} failed, no further evaluations in this run "
+                               f"({self.failed})")
+            return
         self.outputs.eval_dir.mkdir(exist_ok=True)
         write_atomically(self.outputs.eval_dir / f"iter-{iteration}.jsonl",
                          "".join(json.dumps(r) + "\n" for r in records))
