@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, assert_one_line, run_cli
+from tests.conftest import REPO, assert_one_line, read_jsonl, run_cli
 
 pytestmark = pytest.mark.integration
 VENV_BIN = Path(sys.executable).parent
@@ -158,7 +158,9 @@ def test_main_job_runs_under_ray_job_submit(ray_cluster, tmp_path):
                     "--output-dir", str(out), "--set", "iterations=2")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "finished 2 iteration(s)" in result.stdout
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [m["iteration"] for m in rows if m.get("kind") != "eval"] == [0, 1]
+    assert [m["iteration"] for m in rows if m.get("kind") == "eval"] == [-1, 0, 1]  # the config's eval actor
     assert (out / "checkpoints" / "iter-1" / "model.safetensors").is_file()
     placed = json.loads((out / "placement.json").read_text())
     assert placed["strategy"] == "pack" and len(placed["nodes"]) == 1  # all of it fits on one node
