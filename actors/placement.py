@@ -224,7 +224,7 @@ class JobPlacement:
         }
 
     def write(self, path: Path) -> None:
-        from jobs.run_outputs import write_atomically
+        from jobs.atomic_files import write_atomically
 
         write_atomically(Path(path), json.dumps(self.record(), indent=2) + "\n")
 

@@ -25,6 +25,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.atomic_files import fsync_dir, write_atomically
 from jobs.errors import HintflowError
 
 TRAINING_STATE = "training_state"
@@ -62,24 +63,6 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(Path(folder))
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_durably(path: Path, text: str) -> None:
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with staging.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
-    fsync_dir(path.parent)
-
-
 class CheckpointStore:
     def __init__(self, directory: Path, keep_last: int = 1):
         self.dir = directory
@@ -113,7 +96,7 @@ class CheckpointStore:
         else:
             os.replace(staging, target)
         fsync_dir(self.dir)
-        write_file_durably(self.dir / "latest", target.name + "\n")
+        write_atomically(self.dir / "latest", target.name + "\n", durable=True)
         self._prune()
         return Checkpoint(target, iteration)
 

@@ -23,7 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jobs.metrics_rows import EVAL, TRAIN, RunMetrics
-from jobs.report import STYLE, png_data_uri, spec_fields, write_text_atomically
+from jobs.atomic_files import write_atomically
+from jobs.report import STYLE, png_data_uri, spec_fields
 
 # The held-out metric wins: the training reward is measured on the problems being trained on.
 TARGETS = ((EVAL, "eval_pass1"), (TRAIN, "reward_mean"))
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     png = compare_png(summaries, runs)
     (output / "compare.png").write_bytes(png)
-    write_text_atomically(output / "compare.html", compare_html(summaries, png))
+    write_atomically(output / "compare.html", compare_html(summaries, png))
     print(f"wrote {output / 'compare.png'} and {output / 'compare.html'}")
     return 0
 

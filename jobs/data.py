@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 from pathlib import Path
 
 from jobs import builtin
@@ -27,21 +28,26 @@ class Prompt:
     messages: tuple[dict, ...] = ()  # before the chat template, never truncated: a reward model applies its own
 
 
+def jsonl_objects(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of every non-blank line; a bad line is one DataError naming `where` and the line.
+
+    datasets' own JSON error names neither the line nor the problem.
+    """
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: line {line_number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{where}: line {line_number}: expected a JSON object, got {type(value).__name__}")
+        yield line_number, value
+
+
 def _count_jsonl_rows(path: Path) -> int:
-    # datasets' own JSON error names neither the line nor the problem.
-    rows = 0
     with path.open() as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {line_number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(value, dict):
-                raise DataError(f"{path}: line {line_number}: expected a JSON object, got {type(value).__name__}")
-            rows += 1
-    return rows
+        return sum(1 for _ in jsonl_objects(handle, str(path)))
 
 
 def _no_rows(spec: DataSpec, what: str) -> DataError:

@@ -20,7 +20,8 @@ from jobs.data import Prompt, load_prompts, response_text
 from jobs.ood_text import ood_passages
 from jobs.pairs import written_sample
 from jobs.progress import Progress
-from jobs.run_outputs import RunOutputs, write_atomically
+from jobs.atomic_files import write_atomically
+from jobs.run_outputs import RunOutputs
 from jobs.spec import JobSpec
 
 

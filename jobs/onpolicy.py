@@ -32,6 +32,7 @@ from jobs.answer_first import answer_first
 from jobs.checkpoints import Checkpoint, CheckpointStore
 from jobs.data import Prompt, PromptStream
 from jobs.pairs import dataset_pairs, demonstration_samples, irft_pairs, online_pairs
+from jobs.metrics_rows import TRAIN, row_kind
 from jobs.progress import Progress
 from jobs.report import write_report
 from jobs.run_outputs import RunOutputs
@@ -99,7 +100,7 @@ def run_onpolicy(
         progress.note(f"resuming at iteration {first} from {resume.path}")
     progress.note(f"{len(prompts)} prompts from {spec.data.path}")
 
-    history = [m for m in outputs.start_metrics(keep_before=first) if m.get("kind") != "eval"]
+    history = [m for m in outputs.start_metrics(keep_before=first) if row_kind(m) == TRAIN]
     try:
         actors = start_actors(
             spec, progress, stop, model_path, str(resume.path) if resume else model_path,

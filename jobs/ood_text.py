@@ -27,12 +27,12 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import json
 import random
 import re
 import sys
 from pathlib import Path
 
+from jobs.data import jsonl_objects
 from jobs.errors import DataError
 
 STDLIB_DOCS = "builtin:stdlib-docs"
@@ -194,15 +194,7 @@ def _txt_passages(text: str) -> list[str]:
 
 def _jsonl_passages(text: str, source: str) -> list[str]:
     passages = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"ood text {source!r}: line {line_number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"ood text {source!r}: line {line_number}: expected a JSON object, got {type(row).__name__}")
+    for line_number, row in jsonl_objects(text.splitlines(), f"ood text {source!r}"):
         value = row.get("text")
         if not isinstance(value, str):
             what = "no column 'text'" if value is None else f"column 'text' is {type(value).__name__}, not a string"

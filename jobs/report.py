@@ -14,9 +14,7 @@ import argparse
 import base64
 import html
 import io
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from jobs.atomic_files import write_atomically
 from jobs.metrics_rows import EVAL, TRAIN, RunMetrics, is_number
 
 
@@ -175,20 +174,6 @@ def report_html(run_dir: Path, metrics: RunMetrics, spec_text: str | None) -> st
     return "\n".join(parts)
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    # Not jobs.run_outputs.write_atomically: that module imports torch, which this module
-    # (and `python -m jobs.compare`) should not wait for. A unique temp name, too.
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(staging, 0o644)  # mkstemp's 0600 would hide the page from anyone else on the machine
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-
-
 def write_report(run_dir: str | Path) -> Path:
     """Builds DIR/report.html from DIR/metrics.jsonl and DIR/spec.yaml; returns its path."""
     run_dir = Path(run_dir).resolve()
@@ -196,7 +181,7 @@ def write_report(run_dir: str | Path) -> Path:
     spec_path = run_dir / "spec.yaml"
     spec_text = spec_path.read_text() if spec_path.is_file() else None
     path = run_dir / "report.html"
-    write_text_atomically(path, report_html(run_dir, metrics, spec_text))
+    write_atomically(path, report_html(run_dir, metrics, spec_text))
     return path
 
 

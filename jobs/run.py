@@ -196,6 +196,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
     from actors.learner_group import LearnerDied
     from actors.reward_sources import check_reward_sources
     from jobs.data import check_columns, load_prompts
+    from jobs.metrics_rows import RunMetrics
     from jobs.onpolicy import run_onpolicy
     from jobs.run_outputs import RunOutputs
 
@@ -241,7 +242,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
             # Also the clean slate for a restart: every actor of the failed attempt goes with the session.
             ray.shutdown()
     if not stop.requested:
-        evals = [m for m in outputs.read_metrics() if m.get("kind") == "eval"]
+        evals = RunMetrics.read(outputs.dir).eval
         print(summary(spec.name, end.history, str(outputs.dir), time.perf_counter() - started, evals), flush=True)
     return end
 

@@ -23,13 +23,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from actors.batching import Pair, Sample
+from jobs.atomic_files import write_atomically
+from jobs.metrics_rows import parse_rows
 from jobs.spec import JobSpec
-
-
-def write_atomically(path: Path, text: str) -> None:
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    staging.write_text(text)
-    os.replace(staging, path)
 
 
 class RunOutputs:
@@ -81,4 +77,4 @@ class RunOutputs:
             handle.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        return parse_rows(self.metrics_path.read_text())

@@ -83,12 +83,17 @@ def _check_pair(base: torch.Tensor, current: torch.Tensor, mask: torch.Tensor, w
     return mask.bool().to(base.device)
 
 
-def _row_chunks(mask: torch.Tensor, width: int):
-    """Flat indices of the counted positions, in chunks of at most _KL_CHUNK_ELEMENTS / width rows."""
+def _counted_rows(base: torch.Tensor, current: torch.Tensor, mask: torch.Tensor):
+    """(flat indices, base rows, current rows) of the counted positions, in chunks of at most
+    _KL_CHUNK_ELEMENTS / D rows; the current rows are moved to the base's device."""
+    B, T, D = base.shape
+    base_flat, current_flat = base.reshape(B * T, D), current.reshape(B * T, D)
     index = mask.reshape(-1).nonzero().squeeze(1)
-    rows = max(1, _KL_CHUNK_ELEMENTS // max(1, width))
+    rows = max(1, _KL_CHUNK_ELEMENTS // max(1, D))
     for start in range(0, index.numel(), rows):
-        yield index[start : start + rows]
+        chunk = index[start : start + rows]
+        current_rows = current_flat.index_select(0, chunk.to(current.device)).to(base.device)
+        yield chunk, base_flat.index_select(0, chunk), current_rows
 
 
 # --------------------------------------------------------------------------- KL
@@ -119,15 +124,11 @@ def token_kl(
         "per_token": [B, T] float64, KL_t, 0 where mask is False.
     """
     mask = _check_pair(base_logits, current_logits, mask, "token_kl")
-    B, T, V = base_logits.shape
+    B, T, _ = base_logits.shape
     per_token = torch.zeros(B * T, dtype=torch.float64, device=base_logits.device)
-    base_flat = base_logits.reshape(B * T, V)
-    current_flat = current_logits.reshape(B * T, V)
-    for index in _row_chunks(mask, V):
-        log_p0 = torch.log_softmax(base_flat.index_select(0, index).double(), dim=-1)
-        log_p1 = torch.log_softmax(
-            current_flat.index_select(0, index.to(current_flat.device)).to(log_p0.device).double(), dim=-1
-        )
+    for index, base_rows, current_rows in _counted_rows(base_logits, current_logits, mask):
+        log_p0 = torch.log_softmax(base_rows.double(), dim=-1)
+        log_p1 = torch.log_softmax(current_rows.double(), dim=-1)
         p0 = log_p0.exp()
         terms = torch.where(p0 > 0, p0 * (log_p0 - log_p1), torch.zeros_like(p0))
         per_token[index] = terms.sum(-1)
@@ -171,13 +172,10 @@ def token_rank_shift(
         "per_token": [B, T] int64 rank, 0 where mask is False.
     """
     mask = _check_pair(base_logits, current_logits, mask, "token_rank_shift")
-    B, T, V = base_logits.shape
+    B, T, _ = base_logits.shape
     per_token = torch.zeros(B * T, dtype=torch.int64, device=base_logits.device)
-    base_flat = base_logits.reshape(B * T, V)
-    current_flat = current_logits.reshape(B * T, V)
-    for index in _row_chunks(mask, V):
-        top = current_flat.index_select(0, index.to(current_flat.device)).argmax(-1).to(base_flat.device)
-        base_rows = base_flat.index_select(0, index)
+    for index, base_rows, current_rows in _counted_rows(base_logits, current_logits, mask):
+        top = current_rows.argmax(-1)
         top_value = base_rows.gather(-1, top.unsqueeze(-1))
         per_token[index] = 1 + (base_rows > top_value).sum(-1)
     per_token = per_token.reshape(B, T)

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from jobs.data import PromptStream, load_prompts, load_rows
 from jobs.errors import DataError
 from jobs.spec import DataSpec
+from tests.conftest import write_jsonl
 
 ROWS = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model)
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def test_jsonl_parquet_and_saved_folder_give_the_same_rows(tmp_path):

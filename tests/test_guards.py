@@ -12,19 +12,7 @@ import pytest
 from jobs.data import load_prompts, load_rows, render_prompt, response_text
 from jobs.errors import DataError, SpecError
 from jobs.spec import DataSpec, load_spec, validate_spec
-from tests.conftest import assert_one_line, run_cli
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model)
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+from tests.conftest import assert_one_line, run_cli, write_jsonl
 
 
 def no_actor_started(result, out) -> bool:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import assert_one_line, run_cli
+from tests.conftest import assert_one_line, run_cli, write_jsonl
 
 
 def no_checkpoint_written(out) -> bool:
@@ -59,7 +59,8 @@ def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path, zero_sta
     line = assert_one_line(result, "training error: ", "iteration 0", "the gradient norm is not finite", "train.lr")
     assert "neither synced nor checkpointed" in line
     assert no_checkpoint_written(out)
-    assert not [p for p in out.rglob(".*tmp-*")]  # no half-written staging folder either
+    # No half-written staging file or checkpoint folder either (jobs/atomic_files.py, jobs/checkpoints.py).
+    assert not [p for p in out.rglob(".*") if p.name.endswith((".tmp", ".partial"))]
     assert (out / "metrics.jsonl").read_text() == ""  # the failed iteration is not recorded as done
     assert len((out / "samples" / "iter-0.jsonl").read_text().splitlines()) == 16  # the samples are kept
 
@@ -75,11 +76,6 @@ def test_resources_the_cluster_lacks_fail_fast(tmp_path):
 # --------------------------------------------------------------------------- preference learning
 
 
-def write_rows(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 OFFLINE = ["--set", "preference.source=dataset", "--set", "reward.sources=[]"]
 
 
@@ -92,7 +88,7 @@ OFFLINE = ["--set", "preference.source=dataset", "--set", "reward.sources=[]"]
 )
 def test_offline_pairs_with_a_bad_row(tmp_path, bad_row, words):
     good = {"prompt": "What is 1 + 1?", "chosen": "2", "rejected": "3"}
-    data = write_rows(tmp_path / "pairs.jsonl", [good, bad_row])
+    data = write_jsonl(tmp_path / "pairs.jsonl", [good, bad_row])
     out = tmp_path / "out"
     result = run_cli("configs/dpo.yaml", "--output-dir", str(out), *OFFLINE, "--set", f"data.path={data}", timeout=120)
     assert result.returncode == 1
@@ -129,7 +125,7 @@ def test_reward_function_that_does_not_import(tmp_path):
 
 
 def test_rows_without_the_gold_answer(tmp_path):
-    data = write_rows(tmp_path / "prompts.jsonl", [{"prompt": "What is 1 + 1?", "answer": "2"}, {"prompt": "Hi?"}])
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "What is 1 + 1?", "answer": "2"}, {"prompt": "Hi?"}])
     result = run_cli("configs/dpo.yaml", "--output-dir", str(tmp_path / "out"), "--set", f"data.path={data}", timeout=120)
     assert result.returncode == 1
     assert_one_line(result, "data error: ", "data row 1", "no gold answer", "'answer'", "data.answer_column")
@@ -152,7 +148,7 @@ def test_reward_function_that_raises_names_the_sample(tmp_path):
 
 
 def test_hinted_rows_without_a_reference_solution(tmp_path):
-    data = write_rows(tmp_path / "problems.jsonl", [
+    data = write_jsonl(tmp_path / "problems.jsonl", [
         {"prompt": "What is 1 + 1?", "answer": "2", "solution": "1 + 1 = 2. The answer is 2."},
         {"prompt": "What is 2 + 2?", "answer": "4"},
     ])
