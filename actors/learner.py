@@ -94,7 +94,6 @@ class Learner:
         self.on_gpu = spec.learner.gpus_per_rank > 0
         self.device = torch.device("cuda", 0) if self.on_gpu else torch.device("cpu")
         self.total_steps = spec.iterations * spec.optimizer_steps_per_iteration
-        torch.set_num_threads(max(1, round(spec.learner.cpus_per_rank)))
         self._load_options = {"dtype": TORCH_DTYPES[spec.model.dtype], "trust_remote_code": spec.model.trust_remote_code}
 
     def master_address(self) -> tuple[str, int]:

@@ -40,7 +40,7 @@ class LearnerGroup:
             remote_learner.options(
                 num_cpus=spec.learner.cpus_per_rank,
                 num_gpus=spec.learner.gpus_per_rank,
-                runtime_env={"env_vars": env_vars},
+                runtime_env={"env_vars": {**env_vars, **placement.thread_env(spec, placement.LEARNER, rank)}},
                 **placement.options(placement.LEARNER, rank),  # its bundle in the job's placement group
             ).remote(spec, model_path, rank, spec.learner.ranks, resume_from)
             for rank in range(spec.learner.ranks)

@@ -29,6 +29,10 @@ merged into its own `.options(...)`. The driver holds one job's placement at a t
 `active` one, set by `JobPlacement.create`, cleared by `remove`); groups created without
 one (unit tests) schedule as Ray pleases. A replacement actor takes the same bundle as
 the one it replaces.
+
+Threads follow from the placement too (`phase_threads`): Ray's CPU counts are what an actor
+reserves for its whole life, but a synchronous job's phases take turns, so the engines
+generating and the ranks training may each use every core of their node.
 """
 
 from __future__ import annotations
@@ -118,6 +122,43 @@ def layout(spec: JobSpec) -> Layout:
     return plan
 
 
+def phase_threads(spec: JobSpec, plan: Layout, bundle_nodes: dict[int, str], node_cpus: dict[str, float]) -> dict[str, int]:
+    """CPU threads of every actor in `plan`, by label.
+
+    In a synchronous job the rollout workers generate while the learner ranks wait, and then
+    the other way round, so the actors of one phase share their node's cores between them.
+    With rollout.max_policy_lag > 0 both phases run at once and share the cores together.
+    The reward and eval actors run beside the phases and keep their own CPU share (at least 1).
+    An actor without a bundle (it reserves nothing) or a spec that names a count overrides this.
+    """
+    phase_of = {ROLLOUT: ROLLOUT, LEARNER: LEARNER}
+    if spec.rollout.max_policy_lag > 0:
+        phase_of[ROLLOUT] = LEARNER
+    fixed = {ROLLOUT: spec.rollout.threads_per_worker, LEARNER: spec.learner.threads_per_rank}
+    share = {ROLLOUT: spec.rollout.cpus_per_worker, LEARNER: spec.learner.cpus_per_rank,
+             REWARD: spec.reward.cpus, EVAL: spec.eval.cpus}
+
+    def role(name: str) -> str:
+        return next(r for r in (ROLLOUT, LEARNER, REWARD, EVAL) if name.startswith(r))
+
+    sharing: dict[tuple[str, str], int] = {}  # (node, phase) -> actors of that phase on that node
+    for name, slot in plan.slots.items():
+        if role(name) in phase_of and slot is not None and slot in bundle_nodes:
+            key = (bundle_nodes[slot], phase_of[role(name)])
+            sharing[key] = sharing.get(key, 0) + 1
+    threads = {}
+    for name, slot in plan.slots.items():
+        kind = role(name)
+        node = bundle_nodes.get(slot) if slot is not None else None
+        if fixed.get(kind):
+            threads[name] = fixed[kind]
+        elif kind in phase_of and node is not None and node_cpus.get(node):
+            threads[name] = max(1, int(node_cpus[node] // sharing[(node, phase_of[kind])]))
+        else:
+            threads[name] = max(1, round(share[kind]))
+    return threads
+
+
 def describe(amounts: dict[str, float]) -> str:
     return ", ".join(f"{name} {amount:g}" for name, amount in amounts.items()) or "nothing"
 
@@ -127,11 +168,13 @@ class JobPlacement:
 
     active: "JobPlacement | None" = None
 
-    def __init__(self, plan: Layout, group, bundle_nodes: dict[int, str]):
+    def __init__(self, spec: JobSpec, plan: Layout, group, bundle_nodes: dict[int, str]):
+        self.spec = spec
         self.plan = plan
         self.group = group  # None when no actor asks for any resource
         self.bundle_nodes = bundle_nodes  # bundle index -> node id, once placed
         self.node_addresses: dict[str, str] = {}
+        self.threads = phase_threads(spec, plan, {}, {})  # label -> CPU threads; final once placed
 
     @classmethod
     def create(cls, spec: JobSpec) -> "JobPlacement":
@@ -153,7 +196,7 @@ class JobPlacement:
                         f"{cls._nodes_text(nodes)}; {cls._bundles_text(plan)}"
                     )
             group = placement_group(plan.bundles, strategy=plan.ray_strategy, name=f"hintflow-{spec.name}")
-        placement = cls(plan, group, {})
+        placement = cls(spec, plan, group, {})
         JobPlacement.active = placement
         return placement
 
@@ -162,9 +205,10 @@ class JobPlacement:
 
         Not placed within `timeout_s`: the group is removed and SpecError names the bundles and the nodes.
         """
+        import ray
+
         if self.group is None:
             return True
-        import ray
         from ray.util import placement_group_table
 
         started = time.monotonic()
@@ -183,7 +227,10 @@ class JobPlacement:
                 )
         table = placement_group_table(self.group)["bundles_to_node_id"]
         self.bundle_nodes = {int(index): node for index, node in table.items()}
-        self.node_addresses = {node["NodeID"]: node.get("NodeManagerAddress") for node in ray.nodes()}
+        nodes = ray.nodes()
+        self.node_addresses = {node["NodeID"]: node.get("NodeManagerAddress") for node in nodes}
+        node_cpus = {node["NodeID"]: node["Resources"].get("CPU", 0.0) for node in nodes}
+        self.threads = phase_threads(self.spec, self.plan, self.bundle_nodes, node_cpus)
         return True
 
     @staticmethod
@@ -218,7 +265,8 @@ class JobPlacement:
             "bundles": self.plan.bundles,
             "nodes": {node: self.node_addresses.get(node) for node in sorted(set(self.bundle_nodes.values()))},
             "actors": {
-                name: {"bundle": slot, "node_id": None if slot is None else self.bundle_nodes.get(slot)}
+                name: {"bundle": slot, "node_id": None if slot is None else self.bundle_nodes.get(slot),
+                       "threads": self.threads[name]}
                 for name, slot in self.plan.slots.items()
             },
         }
@@ -245,3 +293,10 @@ def options(role: str, index: int | None = None) -> dict:
     """Scheduling options for this actor under the active job placement; {} when there is none."""
     placement = JobPlacement.active
     return placement.options(role, index) if placement else {}
+
+
+def thread_env(spec: JobSpec, role: str, index: int | None = None) -> dict[str, str]:
+    """The environment that sets this actor's CPU threads (torch and vLLM's CPU backend read it at start)."""
+    placement = JobPlacement.active
+    threads = placement.threads if placement else phase_threads(spec, layout(spec), {}, {})
+    return {"OMP_NUM_THREADS": str(threads[label(role, index)])}

@@ -70,7 +70,7 @@ class RewardScorer:
         self.spec = spec
         self.model_paths = model_paths
         self.remote_actor = ray.remote(RewardActor).options(
-            num_cpus=spec.reward.cpus, num_gpus=spec.reward.gpus, runtime_env={"env_vars": env_vars},
+            num_cpus=spec.reward.cpus, num_gpus=spec.reward.gpus, runtime_env={"env_vars": {**env_vars, **placement.thread_env(spec, placement.REWARD)}},
             **placement.options(placement.REWARD),  # its bundle in the job's placement group, replacements too
         )
         # Not waited for here: the driver starts every group at once and waits on ready_refs().

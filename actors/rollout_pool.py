@@ -84,10 +84,9 @@ class RolloutPool:
         """`note` receives one line per replaced worker (e.g. Progress.note)."""
         self.spec = spec
         self.model_path = model_path
+        self.env_vars = {**env_vars, **vllm_env_vars(spec)}
         self.remote_worker = ray.remote(
-            num_cpus=spec.rollout.cpus_per_worker,
-            num_gpus=spec.rollout.gpus_per_worker,
-            runtime_env={"env_vars": {**env_vars, **vllm_env_vars(spec)}},
+            num_cpus=spec.rollout.cpus_per_worker, num_gpus=spec.rollout.gpus_per_worker
         )(RolloutWorker)
         # Not waited for here: the driver starts every group at once and waits on ready_refs().
         self.workers = [self._start(index) for index in range(spec.rollout.workers)]
@@ -97,9 +96,10 @@ class RolloutPool:
 
     def _start(self, index: int):
         # Its bundle in the job's placement group (actors/placement.py): a replacement takes the same one.
-        return self.remote_worker.options(**placement.options(placement.ROLLOUT, index)).remote(
-            self.spec, self.model_path, index
-        )
+        return self.remote_worker.options(
+            runtime_env={"env_vars": {**self.env_vars, **placement.thread_env(self.spec, placement.ROLLOUT, index)}},
+            **placement.options(placement.ROLLOUT, index),
+        ).remote(self.spec, self.model_path, index)
 
     def ready_refs(self) -> list[tuple[str, ray.ObjectRef]]:
         """One reference per worker that resolves once its engine is up, or raises why it failed to start."""
@@ -143,15 +143,17 @@ class RolloutPool:
         """Teacher-forced CLL and summed log-prob of given samples, spread over the workers, in order."""
         return [sample for scored in self._spread("score", samples) for sample in scored]
 
-    def load_weights(self, weights: ray.ObjectRef, timeout_s: float | None = None) -> None:
-        """Every engine and CLL replica takes these weights, in place.
+    def load_weights(self, weights: ray.ObjectRef, timeout_s: float | None = None) -> int:
+        """Every engine and CLL replica takes these weights, in place; returns the bytes moved, all workers together.
 
         The pool keeps the reference (and so the object) for as long as these are the current
         weights: a worker replaced later loads them before it takes any work.
         """
         self.weights = weights
         # A replacement loads self.weights as it starts: nothing is left to re-run on it.
-        self._call("load_weights", {i: (weights,) for i in range(len(self.workers))}, rerun=False, timeout_s=timeout_s)
+        loaded = self._call("load_weights", {i: (weights,) for i in range(len(self.workers))}, rerun=False,
+                            timeout_s=timeout_s)
+        return sum(size for size in loaded.values() if size is not None)
 
     def _spread_samples(self, method: str, items: list, *args) -> tuple[list[Sample], list[dict]]:
         """For methods returning (samples, stats): all samples in input order, and each worker's stats."""

@@ -241,11 +241,13 @@ class RolloutWorker:
         self.scorer.score(samples)
         return samples
 
-    def load_weights(self, payload: bytes) -> None:
+    def load_weights(self, payload: bytes) -> int:
+        """Take these weights into the engine and the CLL replica; returns the payload's size in bytes."""
         self.llm.collective_rpc("hintflow_load_weights", args=(payload,))
         # Cached prefixes hold KV computed with the old weights.
         self.llm.reset_prefix_cache()
         self.scorer.load_weights(decode_weights(payload))
+        return len(payload)
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         """vLLM's log p of token_ids[1:], teacher-forced: the probe that checks weight sync."""

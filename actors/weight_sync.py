@@ -1,6 +1,7 @@
 """Moving the learner's new weights into every rollout engine, in place.
 
-One interface, `push(learners, rollout) -> seconds`, so a faster transport can
+One interface, `push(learners, rollout) -> metrics` (sync_seconds, sync_bytes: what reached
+the workers, all together, and sync_bytes_per_s), so a faster transport can
 replace the generic one without the driver loop changing.
 
 - `ObjectStoreWeightSync` (the generic path, verified on CPU): rank 0
@@ -28,10 +29,11 @@ SYNC_TIMEOUT_S = 600
 
 
 class ObjectStoreWeightSync:
-    def push(self, learners: LearnerGroup, rollout: RolloutPool) -> float:
+    def push(self, learners: LearnerGroup, rollout: RolloutPool) -> dict:
         started = time.perf_counter()
-        rollout.load_weights(learners.export_weights(), timeout_s=SYNC_TIMEOUT_S)
-        return time.perf_counter() - started
+        moved = rollout.load_weights(learners.export_weights(), timeout_s=SYNC_TIMEOUT_S)
+        seconds = time.perf_counter() - started
+        return {"sync_seconds": seconds, "sync_bytes": moved, "sync_bytes_per_s": moved / seconds if seconds else 0.0}
 
 
 def make_weight_sync(spec: SyncSpec) -> ObjectStoreWeightSync:

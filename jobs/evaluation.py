@@ -16,6 +16,7 @@ import time
 import ray
 
 from actors.eval_worker import EvalWorker
+from actors.placement import EVAL, thread_env
 from jobs.data import Prompt, load_prompts, response_text
 from jobs.ood_text import ood_passages
 from jobs.pairs import written_sample
@@ -59,7 +60,7 @@ def start_eval_worker(spec: JobSpec, policy_path: str, base_model_path: str, rew
     problems, references, ood = inputs
     return ray.remote(EvalWorker).options(
         num_cpus=spec.eval.cpus, num_gpus=spec.eval.gpus,
-        runtime_env={"env_vars": {**env_vars, **vllm_env_vars(spec)}}, **options,
+        runtime_env={"env_vars": {**env_vars, **vllm_env_vars(spec), **thread_env(spec, EVAL)}}, **options,
     ).remote(spec, policy_path, base_model_path, reward_model_paths, problems, references, ood)
 
 

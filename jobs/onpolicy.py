@@ -193,12 +193,13 @@ def run_onpolicy(
 
             if rollout:
                 progress.step("syncing weights")
-                metrics["sync_seconds"] = weight_sync.push(learners, rollout)
+                metrics.update(weight_sync.push(learners, rollout))
 
             finished_position = stream.state()
             metrics.update(
                 samples=len(samples), data_epoch=stream.epoch, iteration_seconds=time.perf_counter() - started_iteration
             )
+            metrics.update(actors.peak_memory())
             # Replacements anywhere in the iteration (generation, hinting, scoring, the weight sync).
             if rollout:
                 metrics["rollout_worker_restarts"] = rollout.take_restarts()

@@ -29,6 +29,8 @@ CHANGEABLE_ON_RESUME = (
     "rollout.cpus_per_worker",
     "rollout.gpus_per_worker",
     "rollout.engine",
+    "rollout.threads_per_worker",
+    "learner.threads_per_rank",
     "learner.cpus_per_rank",
     "learner.gpus_per_rank",
     "reward.cpus",

@@ -101,9 +101,8 @@ def load_tokenizer(model_path: str, trust_remote_code: bool):
 
 
 def actor_env_vars(spec: JobSpec) -> dict[str, str]:
-    threads = str(max(1, round(min(spec.rollout.cpus_per_worker, spec.learner.cpus_per_rank))))
+    """What every actor's environment holds; each adds its own thread count (actors.placement.thread_env)."""
     return {
-        "OMP_NUM_THREADS": threads,
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TRANSFORMERS_VERBOSITY": "error",

@@ -136,6 +136,14 @@ class RolloutSpec(Section):
     workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(0.25, ge=0)
     gpus_per_worker: float = Field(0, ge=0)
+    threads_per_worker: Optional[int] = Field(
+        None, ge=1, description="CPU threads of each engine and CLL replica; null: the node's cores shared by the "
+        "actors that run in the same phase on it (actors/placement.py, phase_threads).",
+    )
+    max_policy_lag: int = Field(
+        0, ge=0, description="0: synchronous (generate, then train). N > 0: generation of iteration k+1 overlaps "
+        "training on k, from weights at most N updates old; each sample records its lag.",
+    )
     prompts_per_iteration: int = Field(8, ge=1)
     samples_per_prompt: int = Field(2, ge=1, description="k responses sampled per prompt.")
     temperature: float = Field(1.0, ge=0)
@@ -150,6 +158,9 @@ class LearnerSpec(Section):
     ranks: int = Field(2, ge=1)
     cpus_per_rank: float = Field(0.25, ge=0)
     gpus_per_rank: float = Field(0, ge=0)
+    threads_per_rank: Optional[int] = Field(
+        None, ge=1, description="CPU threads of each rank; null: chosen like rollout.threads_per_worker.",
+    )
     zero_stage: Literal[0, 1, 2] = 2
 
 

@@ -16,6 +16,7 @@ import ray
 
 from actors.learner_group import LearnerDied, LearnerGroup
 from actors.placement import EVAL, JobPlacement
+from actors.process_memory import peak_rss_mb, peak_rss_of
 from actors.reward_actor import RewardScorer
 from actors.rollout_pool import RolloutPool
 from jobs.progress import Progress
@@ -42,6 +43,19 @@ class Actors:
 
     def __exit__(self, *exc_info) -> None:
         self.shutdown()
+
+    def peak_memory(self) -> dict[str, float]:
+        """Peak RSS in MiB of the driver and, per role, of its largest actor: peak_rss_mb_<role>.
+
+        The eval actor is left out: it works beside the loop, and asking it would wait for its evaluation.
+        """
+        memory = {"peak_rss_mb_driver": peak_rss_mb()}
+        for role, group in (("rollout", self.rollout and self.rollout.workers),
+                            ("reward", self.rewards and [self.rewards.actor]), ("learner", self.learners.ranks)):
+            peak = peak_rss_of(group) if group else None
+            if peak is not None:
+                memory[f"peak_rss_mb_{role}"] = peak
+        return memory
 
     def shutdown(self) -> None:
         """Kill every actor now. Left to Ray's own teardown, an engine process can outlive the job by ~30 s."""

@@ -136,8 +136,9 @@ def test_the_group_is_placed_and_actors_land_in_their_bundles(two_cpu_ray, tmp_p
         job.write(tmp_path / "placement.json")
         record = json.loads((tmp_path / "placement.json").read_text())
         assert (record["strategy"], record["colocate"]) == ("pack", True)
-        assert record["actors"]["rollout worker 1"] == {"bundle": 1, "node_id": node}
-        assert record["actors"]["reward actor"] == {"bundle": 2, "node_id": node}
+        # 2 cores on the node, 2 workers generating at once: one thread each (tests/test_phase_threads.py)
+        assert record["actors"]["rollout worker 1"] == {"bundle": 1, "node_id": node, "threads": 1}
+        assert record["actors"]["reward actor"] == {"bundle": 2, "node_id": node, "threads": 1}
         assert list(record["nodes"]) == [node]
         group_id = job.group.id
     finally:

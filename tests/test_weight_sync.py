@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import ray
 import torch
+from transformers import AutoModelForCausalLM
 
 from actors.learner_group import LearnerGroup
 from actors.rollout_pool import RolloutPool
@@ -85,10 +86,13 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
         long_prompt = Prompt(index=0, text="", token_ids=tuple((probe * 20)[:300]), row={})
         rollout.generate([long_prompt], iteration=0)
 
-        seconds = ObjectStoreWeightSync().push(learners, rollout)
+        pushed = ObjectStoreWeightSync().push(learners, rollout)
         engine_synced = ray.get(worker.prompt_logprobs.remote(probe), timeout=120)
         assert max_diff(engine_synced, learner_after) < TOLERANCE
-        assert seconds > 0
+        assert pushed["sync_seconds"] > 0
+        # every worker received the whole payload: at least 4 bytes per float32 parameter
+        parameters = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model).parameters())
+        assert pushed["sync_bytes"] >= len(rollout.workers) * 4 * parameters
         _, generation = rollout.generate([long_prompt], iteration=0)
         # The CLL replica never caches; it agrees with the engine only if the engine's cache was reset.
         assert generation["engine_scorer_logprob_max_diff"] < TOLERANCE
