@@ -35,6 +35,8 @@ class Sample:
     rewards: dict[str, float] = field(default_factory=dict)  # one entry per reward source, plus "total"
     reference_solution: str | None = None  # answer-first pipeline: the solution the hint stream saw
     dropped: str | None = None  # answer-first pipeline: why the sample is not trained on (None: kept)
+    # Updates the weights that generated it are behind the iteration that trains on it (rollout.max_policy_lag).
+    policy_lag: int = 0
 
     @property
     def num_tokens(self) -> int:

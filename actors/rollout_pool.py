@@ -4,11 +4,18 @@ A worker that dies (its process killed, its node lost) is replaced by a new one 
 same index, which loads the current weights before it re-runs the dead one's slice: the
 per-request sampling seeds make that slice come out as it would have without the fault.
 After faults.worker_restarts replacements the job fails instead.
+
+Generation can be started and finished apart (`start_generate`, `finish_generate`): with
+rollout.max_policy_lag > 0 the driver starts the next iteration's generation before it
+trains, and the engines work while the learners do. Each actor runs its calls in the order
+they came, so a generation started before a weight push is served by the weights before it:
+the pool counts pushes (`weights_version`) and stamps every sample with the version that made it.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import ray
@@ -77,6 +84,17 @@ class Replacements:
         return taken
 
 
+@dataclass
+class Calls:
+    """Calls of one method on several workers, started and not yet collected."""
+
+    method: str
+    args: dict[int, tuple]  # worker index -> the arguments it was given (to re-run on a replacement)
+    pending: dict  # ObjectRef -> worker index
+    versions: dict[int, int]  # worker index -> weights version serving its call
+    rerun: bool
+
+
 class RolloutPool:
     def __init__(
         self, spec: JobSpec, model_path: str, env_vars: dict[str, str], note: Callable[[str], None] | None = None
@@ -92,7 +110,10 @@ class RolloutPool:
         self.workers = [self._start(index) for index in range(spec.rollout.workers)]
         # The last weights pushed; None while the engines still hold the model they started from.
         self.weights: ray.ObjectRef | None = None
+        # Pushes so far, counted from what the engines started with (the driver sets it to the first iteration).
+        self.weights_version = 0
         self.restarts = Replacements(spec, RolloutError, note)
+        self.retired: set[str] = set()  # ids of replaced workers: a call they had not finished runs again
 
     def _start(self, index: int):
         # Its bundle in the job's placement group (actors/placement.py): a replacement takes the same one.
@@ -111,12 +132,32 @@ class RolloutPool:
 
     def generate(self, prompts: list[Prompt], iteration: int) -> tuple[list[Sample], dict]:
         """k samples per prompt, CLL-scored, in prompt order; plus generation numbers."""
+        return self.finish_generate(self.start_generate(prompts, iteration), iteration)
+
+    def start_generate(self, prompts: list[Prompt], iteration: int) -> Calls:
+        """Queue generation on every worker, behind whatever they are doing; collect with finish_generate."""
+        return self._begin("generate", self._slices(prompts, iteration))
+
+    def finish_generate(self, calls: Calls, iteration: int) -> tuple[list[Sample], dict]:
+        """The samples of a started generation, each with its policy lag against `iteration`."""
         before = self.restarts.total
-        samples, stats = self._spread_samples("generate", prompts, iteration)
+        waited = time.perf_counter()
+        results = self._collect(calls)
+        waited = time.perf_counter() - waited
+        samples = []
+        for index in sorted(results):
+            for sample in results[index][0]:
+                sample.policy_lag = iteration - calls.versions[index]
+                samples.append(sample)
+        stats = [results[index][1] for index in sorted(results)]
         # Workers run in parallel, so the slowest one is the wall time.
         generate_seconds = max(s["generate_seconds"] for s in stats)
         tokens = sum(s["generated_tokens"] for s in stats)
+        lags = [s.policy_lag for s in samples]
         return samples, {
+            "rollout_wait_seconds": waited,  # what the driver waited for: less than generation when it overlapped
+            "policy_lag_mean": sum(lags) / max(1, len(lags)),
+            "policy_lag_max": max(lags, default=0),
             "generate_seconds": generate_seconds,
             "generated_tokens": tokens,
             "gen_tokens_per_s": tokens / generate_seconds if generate_seconds else 0.0,
@@ -150,6 +191,7 @@ class RolloutPool:
         weights: a worker replaced later loads them before it takes any work.
         """
         self.weights = weights
+        self.weights_version += 1
         # A replacement loads self.weights as it starts: nothing is left to re-run on it.
         loaded = self._call("load_weights", {i: (weights,) for i in range(len(self.workers))}, rerun=False,
                             timeout_s=timeout_s)
@@ -162,36 +204,50 @@ class RolloutPool:
 
     def _spread(self, method: str, items: list, *args) -> list:
         """Call `method` on every worker with one contiguous slice of `items` each; results in worker order."""
+        results = self._call(method, self._slices(items, *args))
+        return [results[i] for i in sorted(results)]
+
+    def _slices(self, items: list, *args) -> dict[int, tuple]:
+        """{worker index: (its contiguous slice of items, *args)}; workers with an empty slice get no call."""
         n = len(self.workers)
         # Contiguous slices keep a prompt's samples together and the output in input order.
         bounds = [len(items) * i // n for i in range(n + 1)]
-        calls = {i: (items[bounds[i] : bounds[i + 1]], *args) for i in range(n) if bounds[i + 1] > bounds[i]}
-        results = self._call(method, calls)
-        return [results[i] for i in sorted(results)]
+        return {i: (items[bounds[i] : bounds[i + 1]], *args) for i in range(n) if bounds[i + 1] > bounds[i]}
 
     def _call(self, method: str, calls: dict[int, tuple], rerun: bool = True, timeout_s: float | None = None) -> dict:
-        """Run `method` on the given workers at once, {worker index: args}; returns {worker index: result}.
+        """Run `method` on the given workers at once, {worker index: args}; returns {worker index: result}."""
+        return self._collect(self._begin(method, calls, rerun), timeout_s)
+
+    def _begin(self, method: str, args: dict[int, tuple], rerun: bool = True) -> Calls:
+        pending = {getattr(self.workers[i], method).remote(*a): i for i, a in args.items()}
+        return Calls(method, args, pending, {i: self.weights_version for i in args}, rerun)
+
+    def _collect(self, calls: Calls, timeout_s: float | None = None) -> dict:
+        """{worker index: result} of started calls.
 
         A worker that dies is replaced as soon as its call fails, while the others keep
-        working, and (with `rerun`) the replacement runs the same call again.
+        working, and (with `rerun`) the replacement runs the same call again, on the current
+        weights. A call whose worker was already replaced (while it was queued behind others)
+        runs again on the replacement.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        pending = {getattr(self.workers[i], method).remote(*args): i for i, args in calls.items()}
         results = {}
-        while pending:
+        while calls.pending:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=left)
+            done, _ = ray.wait(list(calls.pending), num_returns=1, timeout=left)
             if not done:
-                raise GetTimeoutError(f"RolloutWorker.{method} did not finish within {timeout_s:g}s")
-            index = pending.pop(done[0])
+                raise GetTimeoutError(f"RolloutWorker.{calls.method} did not finish within {timeout_s:g}s")
+            index = calls.pending.pop(done[0])
             try:
                 results[index] = ray.get(done[0])
             except RayActorError as error:
-                if not died(error, self.workers[index]):
-                    raise
-                self._replace(index, method, error)
-                if rerun:
-                    pending[getattr(self.workers[index], method).remote(*calls[index])] = index
+                if error.actor_id not in self.retired:
+                    if not died(error, self.workers[index]):
+                        raise
+                    self._replace(index, calls.method, error)
+                if calls.rerun:
+                    calls.versions[index] = self.weights_version
+                    calls.pending[getattr(self.workers[index], calls.method).remote(*calls.args[index])] = index
                 else:
                     results[index] = None
         return results
@@ -202,6 +258,7 @@ class RolloutPool:
             self.restarts.allow(f"rollout worker {index}", during, error)
             # An unreachable worker may still be alive: it must not come back beside its replacement.
             ray.kill(self.workers[index])
+            self.retired.add(self.workers[index]._actor_id.hex())
             worker = self.workers[index] = self._start(index)
             if self.weights is None:
                 caught_up = worker.__ray_ready__.remote()

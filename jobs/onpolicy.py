@@ -4,6 +4,9 @@
         prompts  <- next batch of the dataset
         samples  <- k responses per prompt from the rollout workers (current weights),
                     each scored with CLL and its summed log-prob under those same weights
+                    (rollout.max_policy_lag N > 0: the next N iterations' generations are already
+                    queued on the engines, so they run while this iteration trains; their
+                    weights are at most N updates old, and each sample records its lag)
                     (rollout.mode reference: the dataset's own solutions instead, scored the same way)
                     (irft: plus the prompts' demonstrations, scored the same way)
         rewards  <- the reward actor scores every sample (when reward sources are set)
@@ -110,6 +113,8 @@ def run_onpolicy(
     except StoppedWhileStarting:
         return LoopEnd(history, resume, stopped_after=resume.iteration if resume else None)
     rollout, rewards, learners = actors.rollout, actors.rewards, actors.learners
+    if rollout:
+        rollout.weights_version = first  # the engines hold the weights iteration `first` starts from
     tensorboard = TensorBoardLog(outputs.dir, first_iteration=first)
 
     def record(row: dict) -> None:
@@ -132,6 +137,9 @@ def run_onpolicy(
 
     with actors, tensorboard:  # actors killed, event file closed, however the loop ends
         latest, finished_position, last = resume, stream.state(), spec.iterations - 1
+        # Iterations whose batch is taken and whose generation is queued: iteration -> (stream position
+        # before its batch, the batch, the generation). Always empty with rollout.max_policy_lag 0.
+        ahead: dict[int, tuple] = {}
         if evaluation and not resume:
             evaluation.start(-1, None)  # the starting weights: the baseline every gain is measured from
         for iteration in range(first, spec.iterations):
@@ -143,7 +151,10 @@ def run_onpolicy(
                 metrics.update(seconds_to_first_iteration=started_iteration - started, **(prompt_counts or {}))
                 if resume:
                     metrics["resumed_from"] = str(resume.path)
-            batch = stream.next_batch(spec.rollout.prompts_per_iteration)
+            if iteration in ahead:
+                _, batch, generation_calls = ahead.pop(iteration)
+            else:
+                batch, generation_calls = stream.next_batch(spec.rollout.prompts_per_iteration), None
 
             samples, demonstrations = [], []
             progress.begin(iteration, "pairing" if not rollout else "CLL-scoring the reference solutions"
@@ -152,7 +163,13 @@ def run_onpolicy(
                 samples = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
                 metrics.update(cll_summary(samples))
             elif rollout:
-                samples, generation = rollout.generate(batch, iteration)
+                generation_calls = generation_calls or rollout.start_generate(batch, iteration)
+                for later in range(iteration + 1, min(iteration + spec.rollout.max_policy_lag, last) + 1):
+                    if later not in ahead:
+                        position = stream.state()
+                        later_batch = stream.next_batch(spec.rollout.prompts_per_iteration)
+                        ahead[later] = (position, later_batch, rollout.start_generate(later_batch, later))
+                samples, generation = rollout.finish_generate(generation_calls, iteration)
                 metrics.update(cll_summary(samples), **generation)
             if spec.algorithm == "irft":
                 demonstrations = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
@@ -195,7 +212,8 @@ def run_onpolicy(
                 progress.step("syncing weights")
                 metrics.update(weight_sync.push(learners, rollout))
 
-            finished_position = stream.state()
+            # A resume redoes the queued iterations from their own batches, on the checkpoint's weights.
+            finished_position = ahead[min(ahead)][0] if ahead else stream.state()
             metrics.update(
                 samples=len(samples), data_epoch=stream.epoch, iteration_seconds=time.perf_counter() - started_iteration
             )

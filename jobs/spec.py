@@ -339,6 +339,18 @@ class JobSpec(Section):
             raise ValueError(f"eval.verifier {self.eval.verifier!r} must name one of reward.sources (configured: {keys})")
         return self
 
+    @model_validator(mode="after")
+    def _asynchronous_generation(self) -> "JobSpec":
+        if self.rollout.max_policy_lag == 0:
+            return self
+        if not self.uses_rollout or self.rollout.mode == "reference":
+            raise ValueError("rollout.max_policy_lag > 0 overlaps generation with training; this job generates nothing "
+                             "(offline pairs or rollout.mode reference): set it to 0")
+        if self.algorithm == "irft":
+            raise ValueError("algorithm irft pairs each stage's demonstrations with that stage's own policy; "
+                             "rollout.max_policy_lag must be 0")
+        return self
+
     @property
     def sample_count_varies(self) -> bool:
         """Pairs drop with ties and answer-first keeps only verified samples: the learners trim to an even split."""
