@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from losses.token_stats import response_token_stats
+from losses.token_stats import TokenStats, response_token_stats
 
 
 @dataclass
@@ -81,6 +81,15 @@ class TokenBatch:
     def to(self, device) -> "TokenBatch":
         return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device))
 
+    @property
+    def real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    @property
+    def padded_tokens(self) -> int:
+        """Positions the forward pass computes, padding included."""
+        return self.input_ids.numel()
+
 
 def collate(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:
     """Right-pad prompt+response pairs; only response tokens are marked for the loss and CLL."""
@@ -109,11 +118,26 @@ def collate_pairs(pairs: Sequence[Pair], pad_id: int) -> TokenBatch:
     return collate(prompts, responses, pad_id)
 
 
+def response_stats(model: torch.nn.Module, batch: TokenBatch) -> TokenStats:
+    """One forward pass and the per-token stats of the batch's response tokens (losses/token_stats.py).
+
+    The vocabulary projection and its log-softmax run only from the first position that
+    predicts a response token in any row: positions before the shortest prompt never do, and
+    for a small model with a large vocabulary they cost about as much as the layers (SmolLM2:
+    49k words over 576 dims). The numbers are those of response_token_stats on the full logits.
+    """
+    rows_with_response = batch.response_mask.any(dim=1)
+    first_response = batch.response_mask.int().argmax(dim=1)[rows_with_response]
+    start = max(0, int(first_response.min()) - 1) if len(first_response) else 0
+    logits = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=batch.input_ids.shape[1] - start
+    ).logits
+    return response_token_stats(logits, batch.input_ids[:, start:], batch.response_mask[:, start:])
+
+
 @torch.no_grad()
 def teacher_forced_logprobs(model: torch.nn.Module, token_ids: Sequence[int], pad_id: int) -> list[float]:
     """log p of token_ids[1:] under `model`, each given all tokens before it."""
     device = next(model.parameters()).device
-    batch = collate([token_ids[:1]], [token_ids[1:]], pad_id).to(device)
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    stats = response_token_stats(logits, batch.input_ids, batch.response_mask)
+    stats = response_stats(model, collate([token_ids[:1]], [token_ids[1:]], pad_id).to(device))
     return stats.logprobs[stats.mask].tolist()

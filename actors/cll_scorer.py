@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from actors.batching import Sample, collate_samples
+from actors.batching import Sample, collate_samples, response_stats
 from losses.cll import centered_log_likelihood, sequence_cll
-from losses.token_stats import response_token_stats, sequence_logps
+from losses.token_stats import sequence_logps
 
 
 class CLLScorer:
@@ -36,6 +36,7 @@ class CLLScorer:
         self.device = device
         self.batch_size = batch_size
         self.pad_id = pad_id
+        self.padding = {"real": 0, "computed": 0}  # token positions over this replica's life
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         # Same architecture, every name restored by decode_weights: a strict
@@ -51,8 +52,9 @@ class CLLScorer:
         for start in range(0, len(order), self.batch_size):
             batch_samples = [samples[i] for i in order[start : start + self.batch_size]]
             batch = collate_samples(batch_samples, self.pad_id).to(self.device)
-            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            stats = response_token_stats(logits, batch.input_ids, batch.response_mask)
+            self.padding["real"] += batch.real_tokens
+            self.padding["computed"] += batch.padded_tokens
+            stats = response_stats(self.model, batch)
             phi = centered_log_likelihood(stats)
             per_sequence = sequence_cll(phi, stats.mask)
             logps, _ = sequence_logps(stats)

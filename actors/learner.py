@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from actors.batching import Pair, Sample, collate_pairs, collate_samples, teacher_forced_logprobs
+from actors.batching import Pair, Sample, collate_pairs, collate_samples, response_stats, teacher_forced_logprobs
 from actors.objectives import pair_objective, sample_objective
 from actors.weights_payload import encode_weights
 from jobs.checkpoints import TRAINING_STATE, CheckpointError
 from jobs.errors import TrainingError
 from jobs.spec import JobSpec
-from losses.token_stats import response_token_stats, sequence_logps
+from losses.token_stats import sequence_logps
 
 DEEPSPEED_TAG = "deepspeed"
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,9 +73,7 @@ def pair_logps(model, pairs: list[Pair], pad_id: int, device) -> tuple[torch.Ten
 
     Carries grad when `model` does: the learner trains through it, the frozen reference does not.
     """
-    batch = collate_pairs(pairs, pad_id).to(device)
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    return sequence_logps(response_token_stats(logits, batch.input_ids, batch.response_mask))
+    return sequence_logps(response_stats(model, collate_pairs(pairs, pad_id).to(device)))
 
 
 def free_port() -> int:
@@ -164,14 +162,14 @@ class Learner:
             results += list(zip(logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()))
         return results
 
-    def _sample_loss(self, samples: list[Sample]) -> tuple[torch.Tensor, dict, float, int, list]:
+    # Each loss returns (loss, metrics, weight, (real tokens, token positions computed), per-item records).
+    def _sample_loss(self, samples: list[Sample]) -> tuple[torch.Tensor, dict, float, tuple[int, int], list]:
         batch = collate_samples(samples, self.pad_id).to(self.device)
-        logits = self.engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        stats = response_token_stats(logits, batch.input_ids, batch.response_mask)
+        stats = response_stats(self.engine, batch)
         loss, metrics = sample_objective(self.spec, stats, self.engine.global_steps / max(1, self.total_steps))
-        return loss, metrics, float(metrics["num_tokens"]), int(batch.attention_mask.sum()), []
+        return loss, metrics, float(metrics["num_tokens"]), (batch.real_tokens, batch.padded_tokens), []
 
-    def _pair_loss(self, pairs: list[Pair]) -> tuple[torch.Tensor, dict, float, int, list]:
+    def _pair_loss(self, pairs: list[Pair]) -> tuple[torch.Tensor, dict, float, tuple[int, int], list]:
         logps, lengths = pair_logps(self.engine, pairs, self.pad_id, self.device)
         n = len(pairs)
         reference = None
@@ -191,7 +189,8 @@ class Learner:
                 logps[:n].tolist(), logps[n:].tolist(), metrics["per_pair_loss"].tolist()
             )
         ]
-        return loss, metrics, float(n), sum(p.num_tokens for p in pairs), records
+        longest = max(len(p.prompt_token_ids) + max(len(p.chosen_token_ids), len(p.rejected_token_ids)) for p in pairs)
+        return loss, metrics, float(n), (sum(p.num_tokens for p in pairs), 2 * n * longest), records
 
     def _stop_if_not_finite(self, value: torch.Tensor, what: str, iteration: int) -> None:
         # Decided collectively: if one rank raised alone, the others would wait
@@ -219,10 +218,10 @@ class Learner:
         chunks = micro_batches(items, self.spec.train.micro_batch_size, self.spec.train.gradient_accumulation_steps)
         totals: dict[str, float] = {"loss": 0.0, "weight": 0.0}
         records: list[dict] = []
-        grad_norms, tokens, started = [], 0, time.perf_counter()
+        grad_norms, tokens, computed, started = [], 0, 0, time.perf_counter()
         for epoch in range(self.spec.train.epochs_per_iteration):
             for chunk in chunks:
-                loss, metrics, weight, batch_tokens, chunk_records = compute_loss(chunk)
+                loss, metrics, weight, (batch_tokens, batch_positions), chunk_records = compute_loss(chunk)
                 self._stop_if_not_finite(loss.detach(), "the loss", iteration)
                 boundary = self.engine.is_gradient_accumulation_boundary()
                 self.engine.backward(loss)
@@ -249,8 +248,10 @@ class Learner:
                 if epoch == 0:
                     records += chunk_records
                 tokens += batch_tokens
+                computed += batch_positions
         totals.update(
             tokens=tokens,
+            computed_positions=computed,
             seconds=time.perf_counter() - started,
             grad_norm=sum(grad_norms) / max(1, len(grad_norms)),
             lr=self.engine.get_lr()[0],

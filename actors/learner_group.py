@@ -109,11 +109,13 @@ class LearnerGroup:
                 for key, value in record.items():
                     setattr(items[i], key, value)
         weight = sum(r["weight"] for r in per_rank) or 1.0
-        bookkeeping = {"weight", "tokens", "seconds", "grad_norm", "lr", "optimizer_steps"}
+        bookkeeping = {"weight", "tokens", "computed_positions", "seconds", "grad_norm", "lr", "optimizer_steps"}
         merged = {key: sum(r[key] for r in per_rank) / weight for key in per_rank[0] if key not in bookkeeping}
         seconds = max(r["seconds"] for r in per_rank)
         tokens = sum(r["tokens"] for r in per_rank)
+        computed = sum(r["computed_positions"] for r in per_rank)
         merged.update(
+            train_padding_fraction=1.0 - tokens / computed if computed else 0.0,
             train_seconds=seconds,
             train_tokens=tokens,
             train_tokens_per_s=tokens / seconds if seconds else 0.0,

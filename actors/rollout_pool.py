@@ -154,7 +154,9 @@ class RolloutPool:
         generate_seconds = max(s["generate_seconds"] for s in stats)
         tokens = sum(s["generated_tokens"] for s in stats)
         lags = [s.policy_lag for s in samples]
+        computed = sum(s["cll_computed_positions"] for s in stats)
         return samples, {
+            "cll_padding_fraction": 1.0 - sum(s["cll_real_tokens"] for s in stats) / computed if computed else 0.0,
             "rollout_wait_seconds": waited,  # what the driver waited for: less than generation when it overlapped
             "policy_lag_mean": sum(lags) / max(1, len(lags)),
             "policy_lag_max": max(lags, default=0),

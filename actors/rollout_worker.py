@@ -135,8 +135,11 @@ class RolloutWorker:
                 )
 
         started = time.perf_counter()
+        padding_before = dict(self.scorer.padding)
         max_diff = self.scorer.score(samples)
         return samples, {
+            "cll_real_tokens": self.scorer.padding["real"] - padding_before["real"],
+            "cll_computed_positions": self.scorer.padding["computed"] - padding_before["computed"],
             "generate_seconds": generate_seconds,
             "generated_tokens": sum(len(s.response_token_ids) for s in samples),
             "cll_seconds": time.perf_counter() - started,
