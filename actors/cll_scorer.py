@@ -7,7 +7,10 @@ engine updates the replica, and the replica scores every sample teacher-forced.
 The replica is also where Hinted Decoding (roadmap 2) gets the full
 distributions of its two streams.
 
-Cost: one extra copy of the policy weights per rollout worker. Each sample's
+Since rollout.cll_from: engine (the default) the engine records the entropies while it samples
+(actors/engine_entropy.py) and `record_cll` turns them into CLL; this replica then scores
+only one sample per worker and iteration, as the check, plus anything the engine could not
+record. Cost: one extra copy of the policy weights per rollout worker. Each sample's
 `engine_logprobs` (vLLM's own log p of the sampled tokens) is checked against
 the replica's. Their largest difference is reported as
 `engine_scorer_logprob_max_diff`, so any drift between the two shows up in
@@ -20,7 +23,32 @@ import torch
 
 from actors.batching import Sample, collate_samples, response_stats
 from losses.cll import centered_log_likelihood, sequence_cll
-from losses.token_stats import sequence_logps
+from losses.token_stats import TokenStats, sequence_logps
+
+
+def record_cll(samples: list[Sample], stats: TokenStats) -> None:
+    """Fill `token_cll`, `cll` and `sequence_logp` of each sample from its row of `stats`."""
+    phi = centered_log_likelihood(stats)
+    per_sequence = sequence_cll(phi, stats.mask)
+    logps, _ = sequence_logps(stats)
+    for row, sample in enumerate(samples):
+        sample.sequence_logp = float(logps[row])
+        sample.token_cll = phi[row][stats.mask[row]].tolist()
+        sample.cll = {key: float(values[row]) for key, values in per_sequence.items() if key != "num_tokens"}
+
+
+def engine_token_stats(samples: list[Sample], entropies: list[list[float]]) -> TokenStats:
+    """TokenStats of generated samples from what the engine recorded: its log p and entropy per token."""
+    length = max((len(s.response_token_ids) for s in samples), default=0)
+    logprobs = torch.zeros(len(samples), length)
+    entropy = torch.zeros(len(samples), length)
+    mask = torch.zeros(len(samples), length, dtype=torch.bool)
+    for row, (sample, values) in enumerate(zip(samples, entropies)):
+        n = len(sample.response_token_ids)
+        logprobs[row, :n] = torch.tensor(sample.engine_logprobs, dtype=torch.float32)
+        entropy[row, :n] = torch.tensor(values, dtype=torch.float32)
+        mask[row, :n] = True
+    return TokenStats(logprobs=logprobs, entropy=entropy, mask=mask)
 
 
 class CLLScorer:
@@ -55,14 +83,9 @@ class CLLScorer:
             self.padding["real"] += batch.real_tokens
             self.padding["computed"] += batch.padded_tokens
             stats = response_stats(self.model, batch)
-            phi = centered_log_likelihood(stats)
-            per_sequence = sequence_cll(phi, stats.mask)
-            logps, _ = sequence_logps(stats)
+            record_cll(batch_samples, stats)
             for row, sample in enumerate(batch_samples):
                 valid = stats.mask[row]
-                sample.sequence_logp = float(logps[row])
-                sample.token_cll = phi[row][valid].tolist()
-                sample.cll = {key: float(values[row]) for key, values in per_sequence.items() if key != "num_tokens"}
                 if sample.engine_logprobs:
                     replica = stats.logprobs[row][valid]
                     engine = torch.tensor(sample.engine_logprobs, dtype=replica.dtype, device=replica.device)

@@ -165,6 +165,9 @@ class RolloutPool:
             "gen_tokens_per_s": tokens / generate_seconds if generate_seconds else 0.0,
             "cll_seconds": max(s["cll_seconds"] for s in stats),
             "engine_scorer_logprob_max_diff": max(s["engine_scorer_logprob_max_diff"] for s in stats),
+            **({"engine_replica_cll_max_diff": max(s["engine_replica_cll_max_diff"] for s in stats),
+                "cll_replica_fallbacks": sum(s["cll_replica_fallbacks"] for s in stats)}
+               if "cll_replica_fallbacks" in stats[0] else {}),
             "rollout_worker_restarts": self.restarts.total - before,
         }
 

@@ -7,10 +7,11 @@ restart) when the learner has updated.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from actors.batching import Sample
-from actors.cll_scorer import CLLScorer
+from actors.cll_scorer import CLLScorer, engine_token_stats, record_cll
 from actors.learner import TORCH_DTYPES
 from actors.vllm_weight_receiver import WORKER_EXTENSION
 from actors.weights_payload import decode_weights
@@ -61,6 +62,19 @@ def sampling_seed(base_seed: int, iteration: int, prompt_index: int) -> int:
     return (base_seed * 1_000_003 + iteration * 10_007 + prompt_index) * SEED_STRIDE % (2**31)
 
 
+def engine_logits_processors(spec: JobSpec) -> dict:
+    if spec.rollout.cll_from != "engine":
+        return {}
+    from actors.engine_entropy import PROCESSOR
+
+    return {"logits_processors": [PROCESSOR]}
+
+
+def entropy_keys(request_key: str, seed: int, samples_per_prompt: int) -> list[str]:
+    """The recorder's keys of one request's samples: vLLM gives sample i the seed seed + i."""
+    return [f"{request_key}/{seed + i}" for i in range(samples_per_prompt)]
+
+
 def analysis_until_header(text: str, stop_reason, header: str) -> str | None:
     """The analysis cut right after the header, or None when the engine stopped for another reason."""
     if stop_reason != header or not text.endswith(header):
@@ -83,6 +97,7 @@ class RolloutWorker:
             gpu_memory_utilization=engine.gpu_memory_utilization,
             worker_extension_cls=WORKER_EXTENSION,
             trust_remote_code=spec.model.trust_remote_code,
+            **engine_logits_processors(spec),
             **cpu_engine_workarounds(spec),
         )
         tokenizer = self.llm.get_tokenizer()
@@ -99,15 +114,19 @@ class RolloutWorker:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        from actors.engine_entropy import REQUEST_KEY  # imports vLLM: only where the engine runs
+
         rollout = self.spec.rollout
+        from_engine = rollout.cll_from == "engine"
         params = [
             SamplingParams(
                 n=rollout.samples_per_prompt,
                 temperature=rollout.temperature,
                 top_p=rollout.top_p,
                 max_tokens=rollout.max_new_tokens,
-                logprobs=0,  # only the sampled token's log p, used to cross-check the scorer
+                logprobs=0,  # the sampled token's log p: half of its CLL, and the check of the replica
                 seed=sampling_seed(self.spec.seed, iteration, p.index),
+                extra_args={REQUEST_KEY: f"{iteration}-{p.index}"} if from_engine else None,
             )
             for p in prompts
         ]
@@ -136,15 +155,49 @@ class RolloutWorker:
 
         started = time.perf_counter()
         padding_before = dict(self.scorer.padding)
-        max_diff = self.scorer.score(samples)
+        on_replica, engine_check = samples, {}
+        if from_engine:
+            keys = [key for p, param in zip(prompts, params) for key in entropy_keys(
+                param.extra_args[REQUEST_KEY], param.seed, rollout.samples_per_prompt)]
+            on_replica, engine_check = self._cll_from_engine(samples, keys)
+        max_diff = self.scorer.score(on_replica) if on_replica else 0.0
         return samples, {
             "cll_real_tokens": self.scorer.padding["real"] - padding_before["real"],
             "cll_computed_positions": self.scorer.padding["computed"] - padding_before["computed"],
             "generate_seconds": generate_seconds,
             "generated_tokens": sum(len(s.response_token_ids) for s in samples),
             "cll_seconds": time.perf_counter() - started,
-            "engine_scorer_logprob_max_diff": max_diff,
+            "engine_scorer_logprob_max_diff": max(max_diff, engine_check.pop("logprob_max_diff", 0.0)),
+            **engine_check,
         }
+
+    def _cll_from_engine(self, samples: list[Sample], keys: list[str]) -> tuple[list[Sample], dict]:
+        """CLL from the entropies the engine recorded while sampling; returns the samples left for the replica.
+
+        The first sample is also scored on the replica, apart, as the check that engine and replica agree.
+        """
+        from actors.engine_entropy import entropies_in_order
+
+        recorded: dict = {}
+        for per_worker in self.llm.collective_rpc("hintflow_take_entropies", args=(keys,)):
+            recorded.update(per_worker)  # tensor-parallel workers record the same distributions
+        scored, entropies, left = [], [], []
+        for sample, key in zip(samples, keys):
+            values = entropies_in_order(recorded.get(key), len(sample.response_token_ids))
+            if values is None:
+                left.append(sample)
+            else:
+                scored.append(sample)
+                entropies.append(values)
+        check = {"cll_replica_fallbacks": len(left), "engine_replica_cll_max_diff": 0.0}
+        if scored:
+            record_cll(scored, engine_token_stats(scored, entropies))
+            probe = dataclasses.replace(scored[0], token_cll=[], cll={}, sequence_logp=None)
+            check["logprob_max_diff"] = self.scorer.score([probe])
+            check["engine_replica_cll_max_diff"] = max(
+                (abs(a - b) for a, b in zip(probe.token_cll, scored[0].token_cll)), default=0.0
+            )
+        return left, check
 
     def hinted(self, jobs: list, iteration: int) -> tuple[list[Sample], dict]:
         """Rewrite each job's reference solution in the model's own words (ALGORITHMS.md section 3).

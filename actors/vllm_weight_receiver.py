@@ -1,4 +1,5 @@
-"""vLLM worker extension that takes new weights as bytes (actors/weights_payload.py).
+"""vLLM worker extension: takes new weights as bytes (actors/weights_payload.py), and hands
+back the entropies the engine recorded while sampling (actors/engine_entropy.py).
 
 vLLM mixes this class into its worker (`LLM(worker_extension_cls=...)`), so
 `self` is the vLLM worker. Bytes rather than tensors because when the engine
@@ -22,3 +23,8 @@ class WeightReceiver:
         state_dict = decode_weights(payload)
         self.reload_weights(weights_iterator=iter(state_dict.items()), is_checkpoint_format=True)
         return len(state_dict)
+
+    def hintflow_take_entropies(self, keys: list[str]) -> dict[str, dict[int, float]]:
+        from actors.engine_entropy import EntropyRecorder
+
+        return EntropyRecorder.take(keys)

@@ -30,6 +30,7 @@ CHANGEABLE_ON_RESUME = (
     "rollout.gpus_per_worker",
     "rollout.engine",
     "rollout.threads_per_worker",
+    "rollout.cll_from",
     "learner.threads_per_rank",
     "learner.cpus_per_rank",
     "learner.gpus_per_rank",

@@ -150,6 +150,11 @@ class RolloutSpec(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=1)
     cll_batch_size: int = Field(16, ge=1, description="Sequences per teacher-forced CLL forward pass.")
+    cll_from: Literal["engine", "replica"] = Field(
+        "engine", description="engine: vLLM records each sampled position's entropy while it samples "
+        "(actors/engine_entropy.py), and one sample per worker and iteration is re-scored on the replica as a check. "
+        "replica: every sample is scored teacher-forced on the transformers replica.",
+    )
     engine: EngineSpec = Field(default_factory=EngineSpec)
     hinted: HintedSpec = Field(default_factory=HintedSpec)
 

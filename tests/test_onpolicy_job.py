@@ -87,10 +87,16 @@ def independent_token_cll(model, prompt_ids: list[int], response_ids: list[int])
 
 @pytest.mark.parametrize("iteration", [0, 1])
 def test_rollout_cll_equals_teacher_forced_cll(onpolicy_run, iteration):
-    """Iteration 0 samples come from the initial model; iteration 1 from the weights synced after iteration 0."""
+    """Iteration 0 samples come from the initial model; iteration 1 from the weights synced after iteration 0.
+
+    The job takes CLL from the engine (rollout.cll_from: engine, the default): vLLM's log p plus the
+    entropy it recorded while sampling. Every sample of the iteration was scored that way.
+    """
     from transformers import AutoModelForCausalLM
 
     out, _ = onpolicy_run
+    row = next(r for r in read_jsonl(out / "metrics.jsonl") if r.get("kind") != "eval" and r["iteration"] == iteration)
+    assert row["cll_replica_fallbacks"] == 0 and row["engine_replica_cll_max_diff"] < 1e-4
     weights = out / "builtin" / "tiny-llama" if iteration == 0 else out / "checkpoints" / f"iter-{iteration - 1}"
     model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32).eval()
     worst = 0.0
