@@ -5,6 +5,8 @@ process that a non-interactive shell starts in the background inherits SIGINT as
 ignored, which would make a Ctrl-C test pass or fail for the wrong reason. Every
 process of the job, Ray's included, stays in that session, so the test can check
 that none is left behind, and clean up after a kill -9.
+
+`run_job` is the plain case: a job run to its end, for fixtures that several tests share.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, read_jsonl, run_cli
+
+
+def run_job(tmp_path_factory, name: str, *args: str):
+    """A job run to its end through the CLI, keeping every iteration's checkpoint: (output dir, metrics rows,
+    the finished process). The preference tests replay stage s under the weights of stage s-1."""
+    out = tmp_path_factory.mktemp(name)
+    result = run_cli(*args, "--output-dir", str(out), "--set", "checkpoint.every=1", "--set", "checkpoint.keep_last=100")
+    assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return out, read_jsonl(out / "metrics.jsonl"), result
 
 
 def session_processes(session: int) -> list[tuple[int, str]]:

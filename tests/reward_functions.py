@@ -4,7 +4,7 @@ import time
 
 from jobs.builtin import digit_share
 
-SLOW_SECONDS = 0.02  # x 256 samples: seconds of scoring to kill the actor in
+SLOW_SECONDS = 0.02  # x 128 samples (test_worker_faults): seconds of scoring to kill the actor in
 
 
 def explode(prompt: str, response: str, row: dict) -> float:

@@ -9,9 +9,12 @@ import sys
 import pytest
 
 from jobs.compare import main, summarize
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO
 from tests.headless_browser import assert_non_trivial_png, loaded_images, screenshot
 from tests.synthetic_runs import eval_row, read_rows, train_row, write_run
+
+# dpo_run: configs/dpo.yaml, the job test_preference_jobs.py checks, run once per session.
+pytest_plugins = ["tests.shared_runs"]
 
 
 def table_rows(stdout: str) -> dict[str, list[str]]:
@@ -91,20 +94,13 @@ def test_the_comparison_page_loads_in_a_browser(tmp_path, capsys):
     assert_non_trivial_png(screenshot(page, tmp_path, (1280, 900)), (1280, 900))
 
 
-@pytest.fixture(scope="module")
-def dpo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dpo-short")
-    result = run_cli("configs/dpo.yaml", "--set", "iterations=2", "--output-dir", str(out))
-    assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return out
-
-
 @pytest.mark.integration
 def test_two_real_runs(onpolicy_run, dpo_run, tmp_path, capsys):
     onpolicy_dir, _ = onpolicy_run
-    assert main([str(onpolicy_dir), str(dpo_run), "--output", str(tmp_path)]) == 0
+    dpo_dir, _, _ = dpo_run
+    assert main([str(onpolicy_dir), str(dpo_dir), "--output", str(tmp_path)]) == 0
     rows = table_rows(capsys.readouterr().out)
-    for label, run_dir, algorithm in (("onpolicy_idft", onpolicy_dir, "idft"), ("dpo", dpo_run, "dpo")):
+    for label, run_dir, algorithm in (("onpolicy_idft", onpolicy_dir, "idft"), ("dpo", dpo_dir, "dpo")):
         train = read_rows(run_dir, "train")
         expected = [
             algorithm, str(len(train)), "reward_mean",
@@ -113,5 +109,5 @@ def test_two_real_runs(onpolicy_run, dpo_run, tmp_path, capsys):
             str(sum(r["generated_tokens"] + r["train_tokens"] for r in train)),
         ]
         assert rows[label] == expected
-    assert rows["onpolicy_idft"][1] == "3" and rows["dpo"][1] == "2"
+    assert rows["onpolicy_idft"][1] == "3" and rows["dpo"][1] == "8"
     assert (tmp_path / "compare.png").stat().st_size > 5000

@@ -19,9 +19,11 @@ from tests.job_process import JobProcess
 pytestmark = pytest.mark.integration
 
 # One rollout worker and one learner rank start fastest; 32 prompts x 128 tokens keep an
-# iteration's generation long enough to land a signal in it.
+# iteration's generation long enough to land a signal in it. The signal lands in iteration 1, so
+# the loop stops before training it; 3 iterations leave the resume two to run, the one redone
+# and one more, and a spare should a stop ever come an iteration late.
 STOP_ARGS = (
-    "configs/onpolicy_idft.yaml", "--set", "iterations=4", "--set", "rollout.workers=1", "--set", "learner.ranks=1",
+    "configs/onpolicy_idft.yaml", "--set", "iterations=3", "--set", "rollout.workers=1", "--set", "learner.ranks=1",
     "--set", "rollout.prompts_per_iteration=32", "--set", "rollout.max_new_tokens=128",
 )
 STOPPED = re.compile(r"^stopped by (SIG\w+) after iteration (\d+): checkpoint (\S+); resume with: (.+)$")
@@ -38,7 +40,7 @@ def stop_line(job: JobProcess) -> re.Match:
 def stop_with(signum: int, tmp_path, whole_group: bool) -> tuple[JobProcess, re.Match]:
     out = tmp_path / "run"
     job = JobProcess(*STOP_ARGS, "--output-dir", str(out))
-    job.wait_for_line("iteration 1 (2/4): generating")
+    job.wait_for_line("iteration 1 (2/3): generating")
     if whole_group:
         job.signal_group(signum)  # a terminal's Ctrl-C reaches every process of the foreground group
     else:
@@ -62,8 +64,8 @@ def test_ctrl_c_writes_a_checkpoint_and_the_printed_command_resumes_it(tmp_path)
     assert command[:3] == ["python", "-m", "jobs.run"]
     resumed = subprocess.run([sys.executable, *command[1:]], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "finished 4 iteration(s)" in resumed.stdout
-    assert [m["iteration"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [0, 1, 2, 3]
+    assert "finished 3 iteration(s)" in resumed.stdout
+    assert [m["iteration"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [0, 1, 2]
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):
@@ -75,7 +77,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):
 def test_a_second_ctrl_c_stops_at_once_without_corrupting_anything(tmp_path):
     out = tmp_path / "run"
     job = JobProcess(*STOP_ARGS, "--set", "checkpoint.every=1", "--output-dir", str(out))
-    job.wait_for_line("iteration 1 (2/4): generating")
+    job.wait_for_line("iteration 1 (2/3): generating")
     job.signal_group(signal.SIGINT)
     job.wait_for_line("SIGINT: stopping at the next safe point")
     job.signal_group(signal.SIGINT)

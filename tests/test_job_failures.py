@@ -49,9 +49,11 @@ def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path, zero_sta
     ZeRO-0 matters on its own: DeepSpeed applies a non-finite update there without complaint.
     """
     out = tmp_path / "out"
+    # One rollout worker is enough to draw the 16 samples (the learners are what is tested): one engine
+    # fewer to start.
     result = run_cli(
         "configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"learner.zero_stage={zero_stage}",
-        "--set", "train.lr=1e30", "--set", "iterations=1", "--set", "checkpoint.every=1",
+        "--set", "train.lr=1e30", "--set", "iterations=1", "--set", "checkpoint.every=1", "--set", "rollout.workers=1",
     )
     assert result.returncode == 1
     # Caught at the first non-finite gradient, before it is applied; without the
@@ -134,8 +136,9 @@ def test_rows_without_the_gold_answer(tmp_path):
 @pytest.mark.integration
 def test_reward_function_that_raises_names_the_sample(tmp_path):
     out = tmp_path / "out"
+    # It fails while scoring, before any training: one learner rank is enough (one fewer to start).
     result = run_cli(
-        "configs/dpo.yaml", "--output-dir", str(out),
+        "configs/dpo.yaml", "--output-dir", str(out), "--set", "learner.ranks=1",
         "--set", "reward.sources=[{kind: function, function: 'tests.reward_functions:explode'}]",
     )
     assert result.returncode == 1

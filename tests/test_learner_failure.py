@@ -1,5 +1,11 @@
 """A learner rank killed mid-iteration: one line naming the rank and the last good checkpoint, and a resume
-that works; or, with faults.job_restarts, the job restarting itself from that checkpoint."""
+that works; or, with faults.job_restarts, the job restarting itself from that checkpoint.
+
+Both happen to one run (the `failed_then_restarted` fixture), because starting a job costs most of
+a minute on 2 cores: the job fails in one line, the command that line prints resumes it with
+faults.job_restarts=1 added (a resume may change faults.*), and a learner killed in the resumed
+job makes it restart itself and finish.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,21 @@ import os
 import re
 import shlex
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, read_jsonl
+from tests.conftest import read_jsonl
 from tests.job_process import JobProcess
 
 pytestmark = pytest.mark.integration
 
-# Many epochs over 64 samples keep the learners inside `train` long enough to be caught there.
+# Several epochs over 64 samples keep the learners inside `train` for seconds (about 0.35 s an epoch
+# on 2 idle cores), long enough to be caught there: the poll below finds the process within a few
+# tens of milliseconds of the call starting. Every iteration of the run pays for these epochs, so
+# no more than that.
 FAILURE_ARGS = (
     "configs/onpolicy_idft.yaml", "--set", "checkpoint.every=1", "--set", "rollout.workers=1",
-    "--set", "rollout.prompts_per_iteration=32", "--set", "train.epochs_per_iteration=30",
+    "--set", "rollout.prompts_per_iteration=32", "--set", "train.epochs_per_iteration=6",
 )
 FAILED = re.compile(
     r"^learner failure: learner rank (\d) died while training in iteration 1 \(.*\); "
@@ -42,31 +49,64 @@ def kill_a_learner_in_training(job: JobProcess) -> int:
     return training[0]
 
 
-def test_a_dead_learner_fails_the_job_in_one_line_and_the_named_checkpoint_resumes(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def failed_then_restarted(tmp_path_factory):
+    """What each of the two jobs did: the one that fails in one line, and its resume that restarts itself."""
+    out = tmp_path_factory.mktemp("learner-failure") / "run"
+    seen: dict = {"out": out}
     job = JobProcess(*FAILURE_ARGS, "--output-dir", str(out))
-    kill_a_learner_in_training(job)
-    assert job.finish(timeout=300) == 1, job.output()[-4000:]
-    lines = "".join(job.stderr).strip().splitlines()
-    assert len(lines) == 1, job.output()[-4000:]
+    try:
+        kill_a_learner_in_training(job)
+        seen["failed_code"] = job.finish(timeout=300)
+    except BaseException:
+        job.kill_everything()
+        raise
+    seen["failed_output"] = job.output()[-4000:]
+    seen["failed_lines"] = "".join(job.stderr).strip().splitlines()
+    seen["left_behind"] = job.wait_until_no_process_left(timeout=60)
+    match = FAILED.match(seen["failed_lines"][0]) if len(seen["failed_lines"]) == 1 else None
+    if match is None:
+        return seen  # no resume command to run: the first test says what the job printed instead
+
+    command = shlex.split(match.group(3))
+    seen["command"] = command
+    resumed = JobProcess(*command[3:], "--set", "faults.job_restarts=1")
+    try:
+        kill_a_learner_in_training(resumed)
+        seen["resumed_code"] = resumed.finish(timeout=600)
+    except BaseException:
+        resumed.kill_everything()
+        raise
+    seen["resumed_stdout"] = "".join(resumed.stdout)
+    seen["resumed_output"] = resumed.output()[-4000:]
+    return seen
+
+
+def test_a_dead_learner_fails_the_job_in_one_line_and_the_named_checkpoint_resumes(failed_then_restarted):
+    seen = failed_then_restarted
+    out = seen["out"]
+    assert seen["failed_code"] == 1, seen["failed_output"]
+    lines = seen["failed_lines"]
+    assert len(lines) == 1, seen["failed_output"]
     match = FAILED.match(lines[0])
     assert match, lines[0]
     assert match.group(2) == str(out / "checkpoints" / "iter-0")
-    assert not job.wait_until_no_process_left(timeout=60)
+    assert not seen["left_behind"]
 
-    command = shlex.split(match.group(3))
-    resumed = subprocess.run([sys.executable, *command[1:]], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"resuming at iteration 1 from {out / 'checkpoints' / 'iter-0'}" in resumed.stdout
+    assert seen["command"][:3] == ["python", "-m", "jobs.run"]
+    assert seen["resumed_code"] == 0, seen["resumed_output"]
+    assert f"resuming at iteration 1 from {out / 'checkpoints' / 'iter-0'}" in seen["resumed_stdout"]
     assert [m["iteration"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 1, 2]
+    # The printed command as it was, plus the one setting added here.
+    assert read_jsonl(out / "resumes.jsonl")[-1]["spec_changes"] == {"faults.job_restarts": [0, 1]}
 
 
-def test_with_job_restarts_the_job_restarts_itself_from_the_last_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    job = JobProcess(*FAILURE_ARGS, "--set", "faults.job_restarts=1", "--output-dir", str(out))
-    kill_a_learner_in_training(job)
-    assert job.finish(timeout=600) == 0, job.output()[-4000:]
-    stdout = "".join(job.stdout)
+def test_with_job_restarts_the_job_restarts_itself_from_the_last_checkpoint(failed_then_restarted):
+    seen = failed_then_restarted
+    out = seen["out"]
+    assert "resumed_code" in seen, f"the first job printed no resume command:\n{seen['failed_output']}"
+    assert seen["resumed_code"] == 0, seen["resumed_output"]
+    stdout = seen["resumed_stdout"]
     assert f"restarting from {out / 'checkpoints' / 'iter-0'} (restart 1 of faults.job_restarts=1)" in stdout
     assert "finished 3 iteration(s)" in stdout
     metrics = read_jsonl(out / "metrics.jsonl")

@@ -13,9 +13,12 @@ import math
 import pytest
 import torch
 
-from tests.conftest import independent_token_stats, read_jsonl, run_cli
+from tests.conftest import independent_token_stats, read_jsonl
+from tests.job_process import run_job
 
 pytestmark = pytest.mark.integration
+# dpo_run, the online DPO job, is shared with test_compare.py: it runs once per session.
+pytest_plugins = ["tests.shared_runs"]
 
 PAIR_KEYS = {
     "prompt_token_ids", "chosen_token_ids", "rejected_token_ids", "chosen_reward", "rejected_reward",
@@ -24,19 +27,6 @@ PAIR_KEYS = {
 PREFERENCE_METRICS = {"pairs", "pairs_dropped", "reward_accuracy", "reward_margin", "kl_to_reference", "loss"}
 # Summed over up to 25 response tokens in fp32 against a float64 reference: ~1e-5 per token at most.
 SUMMED_LOGP_TOLERANCE = 5e-4
-
-
-def run_job(tmp_path_factory, name: str, *args: str):
-    out = tmp_path_factory.mktemp(name)
-    # Every iteration's checkpoint stays: the tests replay stage s under the weights of stage s-1.
-    result = run_cli(*args, "--output-dir", str(out), "--set", "checkpoint.every=1", "--set", "checkpoint.keep_last=100")
-    assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return out, read_jsonl(out / "metrics.jsonl"), result
-
-
-@pytest.fixture(scope="module")
-def dpo_run(tmp_path_factory):
-    return run_job(tmp_path_factory, "dpo", "configs/dpo.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -207,11 +197,15 @@ def test_offline_reference_logps_are_the_initial_model(offline_run):
 @pytest.mark.parametrize("variant", [("simpo", 0.0), ("robust", 0.1), ("sigmoid", 0.1)], ids=["simpo", "robust", "cdpo"])
 def test_every_dpo_variant_trains_through_the_loop(tmp_path_factory, offline_pairs_file, variant):
     loss, label_smoothing = variant
+    # One learner rank (the jobs above train on two): the loss is what differs here, and it is one actor
+    # fewer to start. One thread, as each of two ranks would get on 2 cores: a lone rank would take both,
+    # and OpenMP threads wait for each other on a busy machine.
     out, metrics, _ = run_job(
         tmp_path_factory, f"offline-{loss}", "configs/dpo.yaml", "--set", "preference.source=dataset",
         "--set", f"data.path={offline_pairs_file}", "--set", "data.shuffle=false", "--set", "reward.sources=[]",
         "--set", "iterations=2", "--set", f"train.dpo.loss={loss}", "--set", f"train.dpo.label_smoothing={label_smoothing}",
         "--set", "train.lr=1e-3", "--set", "train.dpo.beta=0.5",
+        "--set", "learner.ranks=1", "--set", "learner.threads_per_rank=1",
     )
     assert all(math.isfinite(m["loss"]) for m in metrics)
     assert policy_margin(out, 1) > policy_margin(out, 0)

@@ -37,40 +37,82 @@ def same_iterations(resumed, uninterrupted, iterations) -> None:
             assert ours[iteration][key] == theirs[iteration][key], (iteration, key)
 
 
-def test_kill_9_right_after_a_checkpoint_then_resume_equals_the_uninterrupted_run(onpolicy_run, tmp_path):
-    uninterrupted, _ = onpolicy_run
-    out = tmp_path / "run"
-    job = JobProcess(*ONPOLICY_ARGS, "--output-dir", str(out))
-    job.wait_for_path(out / "checkpoints" / "iter-0" / "training_state" / "loop.json")
-    job.kill_everything()
-    assert job.proc.returncode == -signal.SIGKILL
-    assert not (out / "checkpoints" / "iter-1").exists()
+@pytest.fixture(scope="module")
+def killed_twice(tmp_path_factory):
+    """One run taken through both kills, then resumed: what each stage left on disk, for the two tests below.
 
-    result = run_cli(*ONPOLICY_ARGS, "--resume", str(out))
+    1. kill -9 of a fresh run right after checkpoints/iter-0 is complete;
+    2. `--resume` of it, kill -9 of that in the middle of writing checkpoints/iter-1;
+    3. `--resume` again, to the end.
+    Stage 2 is the resume of the first kill and the run the second kill interrupts, so the two
+    scenarios cost three job starts instead of four, and stage 3 is a resume after two kills.
+    """
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("resume") / "run"
+    seen: dict = {"out": out}
+    job = JobProcess(*ONPOLICY_ARGS, "--output-dir", str(out))
+    try:
+        job.wait_for_path(out / "checkpoints" / "iter-0" / "training_state" / "loop.json")
+    finally:
+        job.kill_everything()
+    seen["first_returncode"] = job.proc.returncode
+    seen["iter_1_after_first_kill"] = (out / "checkpoints" / "iter-1").exists()
+
+    job = JobProcess(*ONPOLICY_ARGS, "--resume", str(out))
+    try:
+        # The staging folder exists from before the learners start writing until the rename.
+        job.wait_for_path(out / "checkpoints" / ".iter-1.partial")
+    finally:
+        job.kill_everything()
+    seen["second_stdout"] = "".join(job.stdout)
+    seen["partial_after_second_kill"] = (out / "checkpoints" / ".iter-1.partial").exists()
+    seen["iter_1_after_second_kill"] = (out / "checkpoints" / "iter-1").exists()
+    # The samples of iteration 1 are written before training, so before the checkpoint the kill cut short.
+    seen["second_samples_iter_1"] = read_jsonl(out / "samples" / "iter-1.jsonl")
+    try:  # the previous checkpoint still loads
+        AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "iter-0")
+        seen["iter_0_load_error"] = None
+    except Exception as exc:  # noqa: BLE001 - reported by the test that checks it
+        seen["iter_0_load_error"] = repr(exc)
+
+    seen["resumed"] = run_cli(*ONPOLICY_ARGS, "--resume", str(out))
+    return seen
+
+
+def test_kill_9_right_after_a_checkpoint_then_resume_equals_the_uninterrupted_run(onpolicy_run, killed_twice):
+    uninterrupted, _ = onpolicy_run
+    seen = killed_twice
+    out = seen["out"]
+    assert seen["first_returncode"] == -signal.SIGKILL
+    assert not seen["iter_1_after_first_kill"]
+    # The resume of the first kill drew iteration 1's samples exactly as the uninterrupted run did.
+    ours, theirs = seen["second_samples_iter_1"], read_jsonl(uninterrupted / "samples" / "iter-1.jsonl")
+    assert [s["response_token_ids"] for s in ours] == [s["response_token_ids"] for s in theirs]
+    assert [s["token_cll"] for s in ours] == [s["token_cll"] for s in theirs]
+
+    result = seen["resumed"]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"resuming at iteration 1 from {out / 'checkpoints' / 'iter-0'}" in result.stdout
     same_iterations(out, uninterrupted, [1, 2])
     metrics = read_jsonl(out / "metrics.jsonl")
-    assert [m["iteration"] for m in metrics] == [0, 1, 2]  # iteration 0's record survives the resume
+    assert [m["iteration"] for m in metrics] == [0, 1, 2]  # iteration 0's record survives the resumes
     assert metrics[1]["resumed_from"] == str(out / "checkpoints" / "iter-0")
     assert metrics[1]["seconds_to_first_iteration"] > 0
     resumes = read_jsonl(out / "resumes.jsonl")
-    assert len(resumes) == 1 and resumes[0]["next_iteration"] == 1 and resumes[0]["spec_changes"] == {}
+    assert len(resumes) == 2  # one line per resume: the killed one and the last
+    assert all(r["next_iteration"] == 1 and r["spec_changes"] == {} for r in resumes)
 
 
-def test_kill_during_a_checkpoint_write_keeps_the_previous_one_and_resume_uses_it(onpolicy_run, tmp_path):
-    from transformers import AutoModelForCausalLM
-
+def test_kill_during_a_checkpoint_write_keeps_the_previous_one_and_resume_uses_it(onpolicy_run, killed_twice):
     uninterrupted, _ = onpolicy_run
-    out = tmp_path / "run"
-    job = JobProcess(*ONPOLICY_ARGS, "--output-dir", str(out))
-    # The staging folder exists from before the learners start writing until the rename.
-    job.wait_for_path(out / "checkpoints" / ".iter-1.partial")
-    job.kill_everything()
-    assert (out / "checkpoints" / ".iter-1.partial").exists() and not (out / "checkpoints" / "iter-1").exists()
-    AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "iter-0")  # the previous checkpoint still loads
+    seen = killed_twice
+    out = seen["out"]
+    assert f"resuming at iteration 1 from {out / 'checkpoints' / 'iter-0'}" in seen["second_stdout"]
+    assert seen["partial_after_second_kill"] and not seen["iter_1_after_second_kill"]
+    assert seen["iter_0_load_error"] is None  # the previous checkpoint still loads
 
-    result = run_cli(*ONPOLICY_ARGS, "--resume", str(out))
+    result = seen["resumed"]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"resuming at iteration 1 from {out / 'checkpoints' / 'iter-0'}" in result.stdout
     assert not (out / "checkpoints" / ".iter-1.partial").exists()

@@ -42,7 +42,11 @@ from tests.job_process import JobProcess
 
 pytestmark = pytest.mark.integration
 
-PROMPTS, SAMPLES_PER_PROMPT = 64, 4
+# Every prompt of the builtin set once per iteration. 128 samples: each worker's slice of iteration 1
+# (32 prompts x 2 samples x up to 160 tokens, then their CLL) keeps it inside `generate` for over a
+# second on 2 idle cores, many times what finding and killing it takes; scoring them
+# (slow_digit_share) keeps the reward actor busy for 2.5 s.
+PROMPTS, SAMPLES_PER_PROMPT = 64, 2
 # Enough tokens that generating iteration 1 takes seconds on 2 cores, so the kill lands in it.
 OVERRIDES = {
     "iterations": 2,
@@ -168,10 +172,15 @@ def replay_in_subprocess(out: Path, weights: Path, samples: list[dict]) -> list[
         for a, b in zip(bounds, bounds[1:])
     ]
     (out.parent / "replay-slices.json").write_text(json.dumps(slices))
+    # As many CPU threads as the pool's workers had (placement.json): the same arithmetic, and no
+    # OpenMP threads left spinning for cores that other processes hold (a 2-thread replay on a busy
+    # 2-core machine took several times as long).
+    placed = json.loads((out / "placement.json").read_text())["actors"]
+    threads = placed.get("rollout worker 0", {}).get("threads", 1)
     result = subprocess.run(
         [sys.executable, "-m", "tests.test_worker_faults", str(out / "spec.yaml"), str(weights),
          str(out.parent / "replay-slices.json")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPLAY=")]
     assert result.returncode == 0 and lines, f"replay failed:\n{result.stderr[-3000:]}"
