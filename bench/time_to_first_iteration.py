@@ -1,0 +1,70 @@
+"""Time to first iteration: seconds from start to the first iteration, against the slowest single actor's start.
+
+    .venv/bin/python -m bench.time_to_first_iteration [--quick]
+
+In-job: `seconds_to_first_iteration` of the first metrics row: from the start of `jobs.run`'s
+run (before the model is resolved, the prompts tokenized and Ray started) to the moment the
+first iteration begins, every actor ready. Baseline: bench/actor_start_alone.py starts a private
+Ray session (timed) and then each of the job's actors alone with the project's own classes; the
+baseline is Ray's start plus the slowest of those actors. Ratio = in-job ÷ baseline. The figure
+is the quickstart (2 rollout workers, 2 learner ranks, reward and eval actors, all starting at
+once on 2 cores); the 1-worker, 1-rank loop is reported beside it against the same actors
+alone. Target <= 1.3.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bench.job_runs import Bench, JobRun, machine_cores, ratio, run_script
+from bench.results import figure, main_for
+
+NAME, TARGET = "time_to_first_iteration", "<= 1.3"
+
+
+def role_of(label: str) -> str:
+    return next((role for role in ("rollout worker", "learner rank", "reward actor", "eval actor")
+                 if label.startswith(role)), label)
+
+
+def start_numbers(run: JobRun, alone: dict) -> dict:
+    in_job = run.rows[0].get("seconds_to_first_iteration") if run.rows else None
+    roles = {role_of(label) for label in run.ready}
+    ready_alone = {role: seconds for role, seconds in alone["ready_seconds"].items() if role in roles}
+    slowest = max(ready_alone, key=ready_alone.get) if ready_alone else None
+    baseline = alone["ray_init_seconds"] + ready_alone[slowest] if slowest else None
+    # Every actor of the job loading at once can at best share the cores: Ray's start plus the sum of the
+    # actors' alone times over the cores (a bound when the start-ups are CPU-bound, as they are here).
+    summed = sum(ready_alone.get(role_of(label), 0.0) for label in run.ready)
+    return {
+        "job": run.summary(),
+        "seconds_to_first_iteration": in_job,
+        "in_job_ready_seconds": run.ready,
+        "in_job_slowest_ready_seconds": max(run.ready.values()) if run.ready else None,
+        # Model build/resolve, tokenizer, prompts and Ray's start: what the job does before any actor starts.
+        "in_job_before_actors_seconds": in_job - max(run.ready.values()) if in_job and run.ready else None,
+        "alone_ready_seconds": ready_alone,
+        "alone_ray_init_seconds": alone["ray_init_seconds"],
+        "slowest_alone": slowest,
+        "baseline_seconds": baseline,
+        "actors": len(run.ready),
+        "sum_of_alone_over_cores_seconds": alone["ray_init_seconds"] + summed / machine_cores(),
+        "ratio": ratio(in_job, baseline),
+    }
+
+
+def measure(bench: Bench) -> dict:
+    quickstart = bench.need(bench.quickstart())
+    alone = run_script("actor_start_alone.py", ["--run", str(quickstart.out_dir)], log=bench.log)
+    raw = {"quickstart": start_numbers(quickstart, alone), "onpolicy_1_worker": start_numbers(bench.need(bench.base()), alone),
+           "alone_notes": alone["notes"], "alone_threads": alone["threads"],
+           "alone_load_average_start_end": alone.get("load_average_start_end")}
+    notes = ["actors alone were started with the quickstart's spec; the 1-worker loop's actors are the same classes on the "
+             "same model (their thread counts may differ)"]
+    q = raw["quickstart"]
+    headline = f"{q['seconds_to_first_iteration']:.1f}s vs {q['baseline_seconds']:.1f}s ({q['slowest_alone']} alone + Ray)"
+    return figure(q["ratio"], TARGET, raw, notes, headline=headline)
+
+
+if __name__ == "__main__":
+    sys.exit(main_for(NAME, TARGET, measure, __doc__.split("\n")[0]))
