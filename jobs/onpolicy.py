@@ -46,6 +46,9 @@ from jobs.stop_signals import StopRequests
 from jobs.tensorboard_log import TensorBoardLog
 
 
+REPORT_REFRESH_S = 10.0  # report.html is rewritten at most this often, and once more when the loop ends
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -117,14 +120,24 @@ def run_onpolicy(
         rollout.weights_version = first  # the engines hold the weights iteration `first` starts from
     tensorboard = TensorBoardLog(outputs.dir, first_iteration=first)
 
-    def record(row: dict) -> None:
-        """One metrics row, training or eval: metrics.jsonl, TensorBoard, and a fresh report.html."""
-        outputs.append_metrics(row)
-        tensorboard.log(row)
+    report_written = [float("-inf")]
+
+    def refresh_report(now: bool = False) -> None:
+        # Rendering re-reads every row (~0.3 s on a small run): a third of an iteration of the tiny
+        # model if done per row. A page someone watches needs no more than one refresh per interval.
+        if not now and time.monotonic() - report_written[0] < REPORT_REFRESH_S:
+            return
         try:
             write_report(outputs.dir)
+            report_written[0] = time.monotonic()
         except Exception as exc:  # a derived page is never worth stopping training for
             progress.note(f"report.html not updated ({type(exc).__name__}: {exc})")
+
+    def record(row: dict) -> None:
+        """One metrics row, training or eval: metrics.jsonl, TensorBoard, and report.html (at most every few seconds)."""
+        outputs.append_metrics(row)
+        tensorboard.log(row)
+        refresh_report()
 
     evaluation = Evaluation(spec, actors.evaluator, outputs, progress, record) if actors.evaluator else None
     weight_sync = make_weight_sync(spec.sync)
@@ -238,8 +251,10 @@ def run_onpolicy(
             if evaluation:
                 progress.note("waiting for the last evaluation")
                 evaluation.collect(wait_seconds=None)
+            refresh_report(now=True)
             return LoopEnd(history, latest)
         last_finished = history[-1]["iteration"] if history else None
         if last_finished is not None and (latest is None or latest.iteration != last_finished):
             latest = save_checkpoint(last_finished, finished_position)
+        refresh_report(now=True)
         return LoopEnd(history, latest, stopped_after=last_finished)
