@@ -19,7 +19,7 @@ import time
 import torch
 
 from actors.batching import Sample
-from actors.learner import TORCH_DTYPES
+from actors.trainable_model import TORCH_DTYPES
 from actors.reward_actor import scoring_requests
 from actors.reward_sources import make_source
 from actors.rollout_worker import RolloutWorker, sampling_seed

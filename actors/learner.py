@@ -7,6 +7,7 @@ numbers. Rank 0 also exports weights for the sync and writes checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -18,15 +19,16 @@ from pathlib import Path
 import torch
 
 from actors.batching import Pair, Sample, collate_pairs, collate_samples, response_stats, teacher_forced_logprobs
+from actors.full_weights import full_weights, plain_model
 from actors.objectives import pair_objective, sample_objective
-from actors.weights_payload import encode_weights
+from actors.process_memory import peak_rss_mb
+from actors.trainable_model import MERGED, load_options, load_trainable_model
 from jobs.checkpoints import TRAINING_STATE, CheckpointError
 from jobs.errors import TrainingError
 from jobs.spec import JobSpec
 from losses.token_stats import sequence_logps
 
 DEEPSPEED_TAG = "deepspeed"
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def lr_multiplier(step: int, total_steps: int, warmup_ratio: float, schedule: str) -> float:
@@ -41,14 +43,23 @@ def lr_multiplier(step: int, total_steps: int, warmup_ratio: float, schedule: st
 
 
 def deepspeed_config(spec: JobSpec) -> dict:
+    zero = {"stage": spec.learner.zero_stage}
+    if spec.learner.zero_stage == 3:
+        zero["stage3_param_persistence_threshold"] = spec.learner.zero3_persistence_threshold
+    pin = spec.learner.gpus_per_rank > 0  # pinned host memory speeds up GPU<->CPU copies; on CPU there are none
+    if spec.learner.offload in ("optimizer", "optimizer_and_params"):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
+    if spec.learner.offload == "optimizer_and_params":
+        zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
     return {
         "train_micro_batch_size_per_gpu": spec.train.micro_batch_size,
         "gradient_accumulation_steps": spec.train.gradient_accumulation_steps,
         "gradient_clipping": spec.train.grad_clip,
-        "zero_optimization": {"stage": spec.learner.zero_stage},
-        # We hand DeepSpeed a torch AdamW: DeepSpeed's own Adam would
-        # JIT-compile C++ for minutes on first use.
+        "zero_optimization": zero,
+        # We hand DeepSpeed a torch AdamW: DeepSpeed's own Adam (and DeepSpeedCPUAdam, which offload
+        # would otherwise insist on) JIT-compile C++ for minutes on first use.
         "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
         "bf16": {"enabled": spec.model.dtype == "bfloat16"},
         "fp16": {"enabled": spec.model.dtype == "float16"},
         "steps_per_print": 10**9,
@@ -92,7 +103,7 @@ class Learner:
         self.on_gpu = spec.learner.gpus_per_rank > 0
         self.device = torch.device("cuda", 0) if self.on_gpu else torch.device("cpu")
         self.total_steps = spec.iterations * spec.optimizer_steps_per_iteration
-        self._load_options = {"dtype": TORCH_DTYPES[spec.model.dtype], "trust_remote_code": spec.model.trust_remote_code}
+        self.zero3 = spec.learner.zero_stage == 3  # parameters sharded: gathers and forwards are collective
 
     def master_address(self) -> tuple[str, int]:
         import ray
@@ -123,17 +134,19 @@ class Learner:
         deepspeed.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo", timeout=timedelta(minutes=10))
 
         torch.manual_seed(self.spec.seed)
-        model = AutoModelForCausalLM.from_pretrained(self.resume_from or self.model_path, **self._load_options)
+        config = deepspeed_config(self.spec)
+        model, self._zero3_marker = load_trainable_model(self.spec, self.model_path, self.resume_from, config)
         train = self.spec.train
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=train.lr, betas=train.betas, weight_decay=train.weight_decay
+        optimizer = torch.optim.AdamW(  # LoRA: only the adapters require grad, so only they hold optimizer state
+            [p for p in model.parameters() if p.requires_grad], lr=train.lr, betas=train.betas,
+            weight_decay=train.weight_decay,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda step: lr_multiplier(step, self.total_steps, train.warmup_ratio, train.lr_schedule),
         )
         self.engine, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(self.spec)
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
         )
         # The weights go into the HF folder as safetensors; DeepSpeed's checkpoint would hold a second,
         # pickled copy of them. Its optimizer and scheduler state is what it keeps for us.
@@ -147,18 +160,22 @@ class Learner:
                 raise CheckpointError(f"{self.resume_from}: no DeepSpeed training state for rank {self.rank}")
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         self.reference = None
-        if self.spec.uses_initial_reference:
+        if self.spec.uses_initial_reference and not self.spec.model.lora:
             # A frozen copy of the starting weights: only ever read, never handed to DeepSpeed.
+            # (With LoRA the reference is free: the same model with its adapters switched off.)
             self.reference = AutoModelForCausalLM.from_pretrained(
-                self.model_path, **self._load_options
+                self.model_path, **load_options(self.spec)
             ).to(self.device).eval().requires_grad_(False)
 
     def reference_logps(self, pairs: list[Pair]) -> list[tuple[float, float]]:
         """(chosen, rejected) summed log-probs under the frozen initial model, once per pair."""
         results = []
+        model, adapters_off = self.reference, contextlib.nullcontext()
+        if self.reference is None:  # LoRA
+            model, adapters_off = self.engine.module.eval(), self.engine.module.disable_adapter()
         for chunk in micro_batches(pairs, self.spec.train.micro_batch_size, 1):
-            with torch.no_grad():
-                logps, _ = pair_logps(self.reference, chunk, self.pad_id, self.device)
+            with torch.no_grad(), adapters_off:
+                logps, _ = pair_logps(model, chunk, self.pad_id, self.device)
             results += list(zip(logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()))
         return results
 
@@ -256,29 +273,55 @@ class Learner:
             grad_norm=sum(grad_norms) / max(1, len(grad_norms)),
             lr=self.engine.get_lr()[0],
             optimizer_steps=self.engine.global_steps,
+            peak_memory_mb=self.peak_memory_mb(),
             records=records,
         )
         return totals
 
-    def export_weights(self) -> bytes:
-        """The full weights as one payload (ZeRO 0-2 keep full parameters on every rank)."""
-        return encode_weights(self.engine.module.state_dict())
+    def peak_memory_mb(self) -> float:
+        """The most memory this rank has held: on a GPU what torch allocated there, on CPU the peak RSS."""
+        return torch.cuda.max_memory_allocated() / 2**20 if self.on_gpu else peak_rss_mb()
+
+    def export_weights(self) -> bytearray | None:
+        """The full (LoRA-merged) weights as one payload on rank 0. Under ZeRO-3 every rank must call it."""
+        return full_weights(self.engine.module, self.zero3, keep=self.rank == 0)
 
     def save_checkpoint(self, directory: str) -> None:
-        """Every rank writes its optimizer shard under training_state/; rank 0 also writes the HF folder.
+        """Every rank writes its optimizer shard under training_state/; rank 0 also writes the model.
 
-        Collective: all ranks must call it. `directory` is the checkpoint store's staging folder,
-        which the driver seals (fsync, rename) once every rank has returned.
+        The model is an HF folder (config, model.safetensors, tokenizer), or with LoRA a peft adapter
+        folder, plus merged/ as an HF folder when model.lora.save_merged asks for it. Collective: all
+        ranks must call it. `directory` is the checkpoint store's staging folder, which the driver
+        seals (fsync, rename) once every rank has returned.
         """
+        lora = self.spec.model.lora
+        weights = None
+        if not lora or lora.save_merged:
+            weights = full_weights(self.engine.module, self.zero3, keep=self.rank == 0)
+        if self.rank == 0:
+            if lora:
+                self.engine.module.save_pretrained(directory)  # adapter_config.json + adapter_model.safetensors
+                self._write_tokenizer(directory)
+            if weights is not None:
+                model_folder = Path(directory) / MERGED if lora else Path(directory)
+                model_folder.mkdir(exist_ok=True)
+                (model_folder / "model.safetensors").write_bytes(weights)
+                plain = plain_model(self.engine.module)
+                plain.config.save_pretrained(model_folder)
+                if plain.generation_config is not None:
+                    plain.generation_config.save_pretrained(model_folder)
+                self._write_tokenizer(model_folder)
+        self.engine.save_checkpoint(str(Path(directory) / TRAINING_STATE), tag=DEEPSPEED_TAG, save_latest=False)
+
+    def _write_tokenizer(self, folder) -> None:
         from transformers import AutoTokenizer
 
-        if self.rank == 0:
-            # save_pretrained writes tied weights once and ties them again on load.
-            self.engine.module.save_pretrained(directory)
-            tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.spec.model.trust_remote_code)
-            tokenizer.save_pretrained(directory)
-        self.engine.save_checkpoint(str(Path(directory) / TRAINING_STATE), tag=DEEPSPEED_TAG, save_latest=False)
+        AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.spec.model.trust_remote_code).save_pretrained(folder)
 
     def sequence_logprobs(self, token_ids: list[int]) -> list[float]:
         """The learner's log p of token_ids[1:]: the probe that checks weight sync."""
-        return teacher_forced_logprobs(self.engine.module, token_ids, self.pad_id)
+        logprobs = teacher_forced_logprobs(self.engine.module, token_ids, self.pad_id)
+        if self.zero3:
+            # A forward with no backward after it leaves every gathered parameter whole on every rank.
+            self.engine.empty_partition_cache()
+        return logprobs

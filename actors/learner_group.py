@@ -109,7 +109,8 @@ class LearnerGroup:
                 for key, value in record.items():
                     setattr(items[i], key, value)
         weight = sum(r["weight"] for r in per_rank) or 1.0
-        bookkeeping = {"weight", "tokens", "computed_positions", "seconds", "grad_norm", "lr", "optimizer_steps"}
+        bookkeeping = {"weight", "tokens", "computed_positions", "seconds", "grad_norm", "lr", "optimizer_steps",
+                       "peak_memory_mb"}
         merged = {key: sum(r[key] for r in per_rank) / weight for key in per_rank[0] if key not in bookkeeping}
         seconds = max(r["seconds"] for r in per_rank)
         tokens = sum(r["tokens"] for r in per_rank)
@@ -122,6 +123,7 @@ class LearnerGroup:
             grad_norm=per_rank[0]["grad_norm"],
             lr=per_rank[0]["lr"],
             optimizer_steps=per_rank[0]["optimizer_steps"],
+            **{f"learner_peak_memory_mb_rank{rank}": r["peak_memory_mb"] for rank, r in enumerate(per_rank)},
             **unused,
         )
         return merged
@@ -140,16 +142,21 @@ class LearnerGroup:
                 pairs[i].reference_logp_chosen, pairs[i].reference_logp_rejected = chosen, rejected
         return time.perf_counter() - started
 
+    def _rank0(self, method: str, *args) -> ray.ObjectRef:
+        """Rank 0's answer. Under ZeRO-3 every rank takes part (the parameters it reads are gathered from all)."""
+        callers = self.ranks if self.spec.learner.zero_stage == 3 else self.ranks[:1]
+        return [getattr(rank, method).remote(*args) for rank in callers][0]
+
     def export_weights(self) -> ray.ObjectRef:
         """A reference to rank 0's weights in the object store; never pulled into the driver."""
-        return self.ranks[0].export_weights.remote()
+        return self._rank0("export_weights")
 
     def save_checkpoint(self, directory: str) -> None:
         """Weights (rank 0) and every rank's optimizer shard into `directory`; the caller seals it."""
         self._on_every_rank([r.save_checkpoint.remote(directory) for r in self.ranks], "writing a checkpoint")
 
     def sequence_logprobs(self, token_ids: list[int]) -> list[float]:
-        return ray.get(self.ranks[0].sequence_logprobs.remote(token_ids))
+        return ray.get(self._rank0("sequence_logprobs", token_ids))
 
     def shutdown(self) -> None:
         for rank in self.ranks:

@@ -12,7 +12,7 @@ import time
 
 from actors.batching import Sample
 from actors.cll_scorer import CLLScorer, engine_token_stats, record_cll
-from actors.learner import TORCH_DTYPES
+from actors.trainable_model import TORCH_DTYPES
 from actors.vllm_weight_receiver import WORKER_EXTENSION
 from actors.weights_payload import decode_weights
 from jobs.data import Prompt

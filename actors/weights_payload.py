@@ -7,38 +7,84 @@ as a second vocabulary-sized matrix. `decode_weights` restores every name,
 because vLLM's in-place reload must see the alias too: a layer that gets no
 weights is restored from its old tensors, and with tied weights that reverts
 the shared matrix.
+
+`SafetensorsWriter` lays the file out from names, shapes and dtypes alone and is
+then filled tensor by tensor, so a sharded learner (ZeRO-3) can gather one layer,
+write it and let it go: the payload is the only full copy ever held. The same
+bytes are a checkpoint's model.safetensors ("format": "pt" is what transformers
+asks of the metadata).
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 
 ALIASES_KEY = "hintflow.aliases"
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
-def encode_weights(state_dict: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
+class SafetensorsWriter:
+    """A safetensors payload laid out up front: `put` each tensor once, then take `payload`."""
 
-    tensors: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    owner_of_storage: dict[int, str] = {}
+    def __init__(self, layout: list[tuple[str, tuple[int, ...], torch.dtype]], aliases: dict[str, str]):
+        header: dict = {"__metadata__": {"format": "pt", ALIASES_KEY: json.dumps(aliases)}}
+        self._slots: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name, shape, dtype in layout:
+            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+            self._slots[name] = (offset, size)
+            offset += size
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+        self._data_start = 8 + len(encoded)
+        self.payload = bytearray(self._data_start + offset)
+        self.payload[:8] = len(encoded).to_bytes(8, "little")
+        self.payload[8 : self._data_start] = encoded
+        self._unwritten = set(self._slots)
+
+    def put(self, name: str, tensor: torch.Tensor) -> None:
+        offset, size = self._slots[name]
+        raw = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        if raw.size != size:
+            raise ValueError(f"weight {name}: {raw.size} bytes, but {size} were laid out for it")
+        start = self._data_start + offset
+        memoryview(self.payload)[start : start + size] = raw
+        self._unwritten.discard(name)
+
+    def finish(self) -> bytearray:
+        if self._unwritten:
+            raise ValueError(f"weights never written: {sorted(self._unwritten)[:5]}")
+        return self.payload
+
+
+def encode_weights(state_dict: dict[str, torch.Tensor]) -> bytearray:
+    layout, aliases, owner_of_storage = [], {}, {}
     for name, tensor in state_dict.items():
         owner = owner_of_storage.setdefault(tensor.data_ptr(), name)
         if owner != name:
             aliases[name] = owner
             continue
-        tensors[name] = tensor.detach().to("cpu", copy=True).contiguous()
-    return save(tensors, metadata={ALIASES_KEY: json.dumps(aliases)})
+        layout.append((name, tuple(tensor.shape), tensor.dtype))
+    writer = SafetensorsWriter(layout, aliases)
+    for name, _, _ in layout:
+        writer.put(name, state_dict[name])
+    return writer.finish()
 
 
-def decode_weights(payload: bytes) -> dict[str, torch.Tensor]:
+def decode_weights(payload: bytes | bytearray) -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
-    state_dict = load(payload)
+    state_dict = load(bytes(payload))
     header_length = int.from_bytes(payload[:8], "little")
-    metadata = json.loads(payload[8 : 8 + header_length]).get("__metadata__") or {}
+    metadata = json.loads(bytes(payload[8 : 8 + header_length])).get("__metadata__") or {}
     for alias, owner in json.loads(metadata.get(ALIASES_KEY, "{}")).items():
         state_dict[alias] = state_dict[owner]
     return state_dict

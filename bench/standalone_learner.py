@@ -85,7 +85,8 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
 
     from actors.batching import collate_samples
-    from actors.learner import TORCH_DTYPES, deepspeed_config, lr_multiplier, micro_batches, pair_logps
+    from actors.learner import deepspeed_config, lr_multiplier, micro_batches, pair_logps
+    from actors.trainable_model import load_options
     from actors.objectives import pair_objective, sample_objective
     from jobs.spec import validate_spec
     try:  # the job's own forward + per-token stats (it projects only the positions that predict response tokens)
@@ -113,7 +114,7 @@ def main() -> int:
             shards[i] = shard
             chunks[i] = micro_batches(shard, train.micro_batch_size, train.gradient_accumulation_steps)
     total_steps = spec.iterations * spec.optimizer_steps_per_iteration
-    load = {"dtype": TORCH_DTYPES[spec.model.dtype], "trust_remote_code": spec.model.trust_remote_code}
+    load = load_options(spec)
     torch.manual_seed(spec.seed)
 
     def new_model():

@@ -50,7 +50,8 @@ def main() -> int:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    from actors.learner import TORCH_DTYPES, micro_batches
+    from actors.learner import micro_batches
+    from actors.trainable_model import load_options
     from bench.standalone_learner import load_items, rank0_shard
     from jobs.spec import validate_spec
 
@@ -86,7 +87,7 @@ def main() -> int:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    load = {"dtype": TORCH_DTYPES[spec.model.dtype], "trust_remote_code": spec.model.trust_remote_code}
+    load = load_options(spec)
 
     class TrainClock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):

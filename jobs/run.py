@@ -193,6 +193,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
     import ray
 
     from actors.learner_group import LearnerDied
+    from actors.trainable_model import check_trainable_model
     from actors.reward_sources import check_reward_sources
     from jobs.data import check_columns, load_prompts
     from jobs.metrics_rows import RunMetrics
@@ -209,6 +210,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
     model_path = resolve_model(spec, outputs)
     # Every row, reward source and model path is checked before any actor starts: bad input fails in seconds.
     tokenizer = load_tokenizer(model_path, spec.model.trust_remote_code)
+    check_trainable_model(spec, model_path)
     prompts, prompt_counts = load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)
     if any(prompt_counts.values()):
         print(f"[hintflow] prompts over {spec.max_prompt_tokens} tokens (data.overlong_prompts: "

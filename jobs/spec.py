@@ -17,6 +17,8 @@ from pydantic import Field, ValidationError, model_validator
 
 from jobs.errors import SpecError
 from jobs.eval_spec import EvalSpec
+from jobs.learner_spec import LearnerSpec, LoraSpec
+from jobs.train_spec import TrainSpec
 from jobs.operations_spec import CheckpointSpec, FaultSpec, PlacementSpec, SyncSpec
 from jobs.reward_spec import RewardSpec
 from jobs.spec_base import Section
@@ -40,6 +42,7 @@ class ModelSpec(Section):
         description="Run the model repo's own Python code (transformers/vLLM trust_remote_code). "
         "Off unless you trust the repo.",
     )
+    lora: Optional[LoraSpec] = Field(None, description="Train LoRA adapters instead of every weight; null: full fine-tuning.")
 
 
 class DataSpec(Section):
@@ -157,68 +160,6 @@ class RolloutSpec(Section):
     )
     engine: EngineSpec = Field(default_factory=EngineSpec)
     hinted: HintedSpec = Field(default_factory=HintedSpec)
-
-
-class LearnerSpec(Section):
-    ranks: int = Field(2, ge=1)
-    cpus_per_rank: float = Field(0.25, ge=0)
-    gpus_per_rank: float = Field(0, ge=0)
-    threads_per_rank: Optional[int] = Field(
-        None, ge=1, description="CPU threads of each rank; null: chosen like rollout.threads_per_worker.",
-    )
-    zero_stage: Literal[0, 1, 2] = 2
-
-
-class IDFTSpec(Section):
-    """ALGORITHMS.md section 2; defaults are the authors' released runs."""
-
-    beta: float = Field(1.0, gt=0)
-    gamma_min: float = Field(0.1, ge=0)
-    gamma_max: float = Field(2.0, ge=0)
-    warmup_ratio: float = Field(0.0, ge=0, le=1)
-    transition_ratio: float = Field(0.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _gamma_range(self) -> "IDFTSpec":
-        if self.gamma_min > self.gamma_max:
-            raise ValueError(f"gamma_min ({self.gamma_min}) must not exceed gamma_max ({self.gamma_max})")
-        return self
-
-
-class DPOSpec(Section):
-    """ALGORITHMS.md section 4. The DPO term of rpo and irft uses beta and the sigmoid loss."""
-
-    loss: Literal["sigmoid", "robust", "ipo", "simpo"] = Field(
-        "sigmoid", description="sigmoid (DPO; cDPO with label_smoothing > 0), robust, ipo, or simpo (reference-free)."
-    )
-    beta: float = Field(0.1, gt=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cDPO / robust DPO noise rate epsilon.")
-    simpo_gamma: float = Field(0.5, ge=0, description="SimPO target reward margin.")
-
-
-class RPOSpec(Section):
-    """ALGORITHMS.md section 5: L_DPO + eta * L_SFT(chosen)."""
-
-    eta: float = Field(0.005, ge=0)
-    form: Literal["cumulative", "average"] = Field(
-        "cumulative",
-        description="cumulative: -beta * summed chosen log-prob (main paper); average: per-token mean NLL (appendix).",
-    )
-
-
-class TrainSpec(Section):
-    lr: float = Field(6e-5, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = Field(0.01, ge=0)
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    grad_clip: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(4, ge=1, description="Sequences per rank per forward pass.")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    epochs_per_iteration: int = Field(1, ge=1, description="Passes over each iteration's samples.")
-    idft: IDFTSpec = Field(default_factory=IDFTSpec)
-    dpo: DPOSpec = Field(default_factory=DPOSpec)
-    rpo: RPOSpec = Field(default_factory=RPOSpec)
 
 
 class PreferenceSpec(Section):
@@ -354,6 +295,13 @@ class JobSpec(Section):
         if self.algorithm == "irft":
             raise ValueError("algorithm irft pairs each stage's demonstrations with that stage's own policy; "
                              "rollout.max_policy_lag must be 0")
+        return self
+
+    @model_validator(mode="after")
+    def _lora_with_a_stage_it_supports(self) -> "JobSpec":
+        if self.model.lora is not None and self.learner.zero_stage == 3:
+            raise ValueError("model.lora with learner.zero_stage 3 is not supported yet: use stage 0-2 "
+                             "(the frozen base is the only full copy, and the optimizer holds only the adapters)")
         return self
 
     @property

@@ -16,7 +16,17 @@ MALFORMED = {
     "wrong type": ("rollout:\n  workers: two\n", ["rollout.workers", "integer", "'two'"]),
     "out of range": ("rollout:\n  temperature: -1\n", ["rollout.temperature", "greater than or equal to 0"]),
     "bad choice": ("algorithm: ppo\n", ["algorithm", "'rpo' or 'irft'", "'ppo'"]),
-    "zero stage 3": ("learner:\n  zero_stage: 3\n", ["learner.zero_stage", "0, 1 or 2"]),
+    "zero stage 4": ("learner:\n  zero_stage: 4\n", ["learner.zero_stage", "0, 1, 2 or 3"]),
+    "offload on zero 0": (
+        "learner:\n  zero_stage: 0\n  offload: optimizer\n",
+        ["learner.offload 'optimizer' needs learner.zero_stage 1, 2 or 3 (got 0)"],
+    ),
+    "parameter offload below zero 3": (
+        "learner:\n  offload: optimizer_and_params\n",
+        ["learner.offload 'optimizer_and_params' needs learner.zero_stage 3 (got 2)"],
+    ),
+    "lora on zero 3": ("model:\n  lora: {r: 4}\nlearner:\n  zero_stage: 3\n", ["model.lora", "learner.zero_stage 3"]),
+    "lora rank 0": ("model:\n  lora: {r: 0}\n", ["model.lora.r", "greater than or equal to 1"]),
     "section is not a mapping": ("train: fast\n", ["train", "valid dictionary"]),
     "gamma range": ("train:\n  idft:\n    gamma_min: 3\n", ["train.idft", "gamma_min (3.0) must not exceed gamma_max"]),
     "batches do not tile samples": (

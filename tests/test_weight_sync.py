@@ -36,12 +36,13 @@ def max_diff(a: list[float], b: list[float]) -> float:
 
 
 @pytest.mark.parametrize(
-    "engine_in_own_process, tied",
-    [(False, False), (True, False), (False, True)],
-    ids=["engine-in-actor", "engine-in-subprocess", "tied-embeddings"],
+    "engine_in_own_process, tied, zero_stage",
+    [(False, False, 2), (True, False, 2), (False, True, 3)],
+    # ZeRO-3 with tied embeddings: the gather must send the shared matrix once and the engine tie it again.
+    ids=["engine-in-actor", "engine-in-subprocess", "tied-embeddings-zero3"],
 )
 def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
-    local_ray, request, engine_in_own_process, tied
+    local_ray, request, engine_in_own_process, tied, zero_stage
 ):
     from transformers import AutoTokenizer
 
@@ -56,7 +57,8 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
                 "max_new_tokens": 16,
                 "engine": {"multiprocessing": engine_in_own_process},
             },
-            "learner": {"ranks": 2, "zero_stage": 2},
+            # threshold 0: every tiny-model tensor is sharded under ZeRO-3, none kept whole
+            "learner": {"ranks": 2, "zero_stage": zero_stage, "zero3_persistence_threshold": 0},
             "train": {"lr": 1e-2, "micro_batch_size": 4, "warmup_ratio": 0.0, "lr_schedule": "constant"},
         }
     )
