@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from actors.trainable_model import is_adapter_checkpoint
 from actors.weight_sync import make_weight_sync
 from jobs.answer_first import answer_first
 from jobs.checkpoints import Checkpoint, CheckpointStore
@@ -107,9 +108,15 @@ def run_onpolicy(
     progress.note(f"{len(prompts)} prompts from {spec.data.path}")
 
     history = [m for m in outputs.start_metrics(keep_before=first) if row_kind(m) == TRAIN]
+    engine_weights = str(resume.path) if resume else model_path
+    # vLLM cannot load a LoRA checkpoint (an adapter folder): its engines start on the base model and
+    # get the learner's merged weights pushed before the first iteration.
+    push_before_first = bool(resume and is_adapter_checkpoint(resume.path))
+    if push_before_first:
+        engine_weights = model_path
     try:
         actors = start_actors(
-            spec, progress, stop, model_path, str(resume.path) if resume else model_path,
+            spec, progress, stop, model_path, engine_weights,
             str(resume.path) if resume else None, reward_model_paths, env_vars,
             eval_inputs(spec, tokenizer) if spec.eval.every else None,
         )
@@ -153,6 +160,8 @@ def run_onpolicy(
         # Iterations whose batch is taken and whose generation is queued: iteration -> (stream position
         # before its batch, the batch, the generation). Always empty with rollout.max_policy_lag 0.
         ahead: dict[int, tuple] = {}
+        if push_before_first and rollout:
+            weight_sync.push(learners, rollout)
         if evaluation and not resume:
             evaluation.start(-1, None)  # the starting weights: the baseline every gain is measured from
         for iteration in range(first, spec.iterations):

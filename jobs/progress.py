@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 # (metric, header, format): the columns of the summary and the progress line, shown when a run has them.
 COLUMNS = [
@@ -88,5 +89,10 @@ def summary(name: str, history: list[dict], output_dir: str, seconds: float, eva
     lines += [f"  outputs     {output_dir}", f"  metrics     {files}",
               f"  report      report.html   tensorboard --logdir {output_dir}/tensorboard"]
     if checkpoint:
-        lines.append(f"  checkpoint  {checkpoint}  (HF format: transformers and vLLM load it)")
+        if (Path(checkpoint) / "adapter_config.json").is_file():
+            merged = Path(checkpoint) / "merged"
+            also = f"; {merged} is the merged model vLLM loads" if merged.is_dir() else ""
+            lines.append(f"  checkpoint  {checkpoint}  (LoRA adapter: peft and transformers load it on the base{also})")
+        else:
+            lines.append(f"  checkpoint  {checkpoint}  (HF format: transformers and vLLM load it)")
     return "\n".join(lines)

@@ -36,13 +36,14 @@ def max_diff(a: list[float], b: list[float]) -> float:
 
 
 @pytest.mark.parametrize(
-    "engine_in_own_process, tied, zero_stage",
-    [(False, False, 2), (True, False, 2), (False, True, 3)],
+    "engine_in_own_process, tied, zero_stage, lora",
+    [(False, False, 2, False), (True, False, 2, True), (False, True, 3, False)],
     # ZeRO-3 with tied embeddings: the gather must send the shared matrix once and the engine tie it again.
-    ids=["engine-in-actor", "engine-in-subprocess", "tied-embeddings-zero3"],
+    # LoRA: the learner trains adapters, the engine must get base + B·A.
+    ids=["engine-in-actor", "engine-in-subprocess-lora", "tied-embeddings-zero3"],
 )
 def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
-    local_ray, request, engine_in_own_process, tied, zero_stage
+    local_ray, request, engine_in_own_process, tied, zero_stage, lora
 ):
     from transformers import AutoTokenizer
 
@@ -59,6 +60,7 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
             },
             # threshold 0: every tiny-model tensor is sharded under ZeRO-3, none kept whole
             "learner": {"ranks": 2, "zero_stage": zero_stage, "zero3_persistence_threshold": 0},
+            "model": {"lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]} if lora else None},
             "train": {"lr": 1e-2, "micro_batch_size": 4, "warmup_ratio": 0.0, "lr_schedule": "constant"},
         }
     )
