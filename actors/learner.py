@@ -170,11 +170,10 @@ class Learner:
     def reference_logps(self, pairs: list[Pair]) -> list[tuple[float, float]]:
         """(chosen, rejected) summed log-probs under the frozen initial model, once per pair."""
         results = []
-        model, adapters_off = self.reference, contextlib.nullcontext()
-        if self.reference is None:  # LoRA
-            model, adapters_off = self.engine.module.eval(), self.engine.module.disable_adapter()
+        lora = self.reference is None
+        model = self.engine.module.eval() if lora else self.reference
         for chunk in micro_batches(pairs, self.spec.train.micro_batch_size, 1):
-            with torch.no_grad(), adapters_off:
+            with torch.no_grad(), model.disable_adapter() if lora else contextlib.nullcontext():
                 logps, _ = pair_logps(model, chunk, self.pad_id, self.device)
             results += list(zip(logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()))
         return results

@@ -155,3 +155,42 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model):
         grads[checkpointing] = (float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()})
     assert grads[True][0] == pytest.approx(grads[False][0], abs=1e-6)
     assert max(float((grads[True][1][n] - grads[False][1][n]).abs().max()) for n in grads[False][1]) < 1e-6
+
+
+@pytest.mark.integration
+def test_lora_dpo_reference_is_the_base_model_with_adapters_off(local_ray, tiny_model):
+    """The reference costs no second model under LoRA: the learner's own model with its adapters switched off.
+    After training moved the adapters, its log-probs are still the base model's."""
+    from transformers import AutoModelForCausalLM
+
+    from actors.batching import Pair
+    from actors.learner import pair_logps
+
+    spec = validate_spec({
+        "algorithm": "dpo", "iterations": 2, "model": {"lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]}},
+        "reward": {"sources": [{"kind": "format"}]}, "learner": {"ranks": 2},
+        # one pair per forward: each rank runs several reference micro-batches, each with the adapters off
+        "train": {"lr": 1e-2, "micro_batch_size": 1, "warmup_ratio": 0.0, "lr_schedule": "constant"},
+    })
+    samples = fixed_samples(5)
+    pairs = [Pair(iteration=0, prompt_index=i, prompt="", prompt_token_ids=a.prompt_token_ids, chosen="",
+                  chosen_token_ids=a.response_token_ids, rejected="", rejected_token_ids=b.response_token_ids)
+             for i, (a, b) in enumerate(zip(samples[:4], samples[4:]))]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected, _ = pair_logps(base, pairs, 0, torch.device("cpu"))
+    learners = LearnerGroup(spec, str(tiny_model), actor_env_vars(spec))
+    try:
+        ray.get([ref for _, ref in learners.ready_refs()], timeout=300)
+        for iteration in range(2):
+            for pair in pairs:
+                pair.reference_logp_chosen = pair.reference_logp_rejected = None
+            learners.fill_reference_logps(pairs)
+            got = torch.tensor([p.reference_logp_chosen for p in pairs] + [p.reference_logp_rejected for p in pairs])
+            assert float((got - expected).abs().max()) < 1e-4, iteration
+            learners.train(pairs, iteration=iteration)
+        # ... while the policy itself (adapters on) has moved away from the base
+        policy = torch.tensor([p.policy_logp_chosen for p in pairs] + [p.policy_logp_rejected for p in pairs])
+        assert float((policy - expected).abs().max()) > 1e-3
+    finally:
+        learners.shutdown()
