@@ -21,7 +21,7 @@ import torch
 from actors.batching import Pair, Sample, collate_pairs, collate_samples, response_stats, teacher_forced_logprobs
 from actors.full_weights import full_weights, plain_model
 from actors.objectives import pair_objective, sample_objective
-from actors.process_memory import peak_rss_mb
+from actors.process_memory import peak_rss_mb, reset_peak_rss
 from actors.trainable_model import MERGED, load_options, load_trainable_model
 from jobs.checkpoints import TRAINING_STATE, CheckpointError
 from jobs.errors import TrainingError
@@ -44,8 +44,7 @@ def lr_multiplier(step: int, total_steps: int, warmup_ratio: float, schedule: st
 
 def deepspeed_config(spec: JobSpec) -> dict:
     zero = {"stage": spec.learner.zero_stage}
-    if spec.learner.zero_stage == 3:
-        zero["stage3_param_persistence_threshold"] = spec.learner.zero3_persistence_threshold
+    zero.update(spec.learner.zero_options)
     pin = spec.learner.gpus_per_rank > 0  # pinned host memory speeds up GPU<->CPU copies; on CPU there are none
     if spec.learner.offload in ("optimizer", "optimizer_and_params"):
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
@@ -166,6 +165,13 @@ class Learner:
             self.reference = AutoModelForCausalLM.from_pretrained(
                 self.model_path, **load_options(self.spec)
             ).to(self.device).eval().requires_grad_(False)
+        # Loading has a one-off peak of its own (a full state dict on every rank, DeepSpeed flattening
+        # the parameters): reported apart, and the training peak counts from here.
+        self.setup_peak_memory_mb = self.peak_memory_mb()
+        if self.on_gpu:
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            reset_peak_rss()
 
     def reference_logps(self, pairs: list[Pair]) -> list[tuple[float, float]]:
         """(chosen, rejected) summed log-probs under the frozen initial model, once per pair."""
@@ -273,12 +279,14 @@ class Learner:
             lr=self.engine.get_lr()[0],
             optimizer_steps=self.engine.global_steps,
             peak_memory_mb=self.peak_memory_mb(),
+            setup_peak_memory_mb=self.setup_peak_memory_mb,
             records=records,
         )
         return totals
 
     def peak_memory_mb(self) -> float:
-        """The most memory this rank has held: on a GPU what torch allocated there, on CPU the peak RSS."""
+        """The most memory this rank has held since setup (or during it, until then): on a GPU what torch
+        allocated there, on CPU the peak RSS."""
         return torch.cuda.max_memory_allocated() / 2**20 if self.on_gpu else peak_rss_mb()
 
     def export_weights(self) -> bytearray | None:

@@ -110,7 +110,7 @@ class LearnerGroup:
                     setattr(items[i], key, value)
         weight = sum(r["weight"] for r in per_rank) or 1.0
         bookkeeping = {"weight", "tokens", "computed_positions", "seconds", "grad_norm", "lr", "optimizer_steps",
-                       "peak_memory_mb"}
+                       "peak_memory_mb", "setup_peak_memory_mb"}
         merged = {key: sum(r[key] for r in per_rank) / weight for key in per_rank[0] if key not in bookkeeping}
         seconds = max(r["seconds"] for r in per_rank)
         tokens = sum(r["tokens"] for r in per_rank)
@@ -124,6 +124,7 @@ class LearnerGroup:
             lr=per_rank[0]["lr"],
             optimizer_steps=per_rank[0]["optimizer_steps"],
             **{f"learner_peak_memory_mb_rank{rank}": r["peak_memory_mb"] for rank, r in enumerate(per_rank)},
+            **{f"learner_setup_peak_memory_mb_rank{rank}": r["setup_peak_memory_mb"] for rank, r in enumerate(per_rank)},
             **unused,
         )
         return merged

@@ -16,8 +16,29 @@ ASK_TIMEOUT_S = 10.0
 
 
 def peak_rss_mb(_actor=None) -> float:
-    """This process's peak resident set so far, in MiB (Linux gives ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set since it started, or since `reset_peak_rss()`, in MiB."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # never reset; KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak from the current resident set (Linux: writing 5 to /proc/self/clear_refs).
+
+    A learner rank does this once its model is loaded, so its training peak is not hidden under
+    the one-off peak of loading. False where the kernel refuses; the peak then counts from the start.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def peak_rss_of(actors: list) -> float | None:

@@ -6,7 +6,7 @@ Part of the one schema in jobs/spec.py.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -25,10 +25,10 @@ class LearnerSpec(Section):
         description="DeepSpeed ZeRO: 1 shards optimizer state, 2 also gradients, 3 also the parameters "
         "(weights are gathered layer by layer for the sync and for checkpoints).",
     )
-    zero3_persistence_threshold: int = Field(
-        100_000, ge=0,
-        description="ZeRO-3 keeps parameters with fewer elements whole on every rank instead of gathering them "
-        "at each use (DeepSpeed's stage3_param_persistence_threshold).",
+    zero_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More DeepSpeed zero_optimization settings, merged over hintflow's, e.g. "
+        "stage3_max_live_parameters or stage3_param_persistence_threshold (DeepSpeed's own defaults otherwise).",
     )
     offload: Literal["none", "optimizer", "optimizer_and_params"] = Field(
         "none",
@@ -38,6 +38,9 @@ class LearnerSpec(Section):
 
     @model_validator(mode="after")
     def _offload_needs_a_stage_that_offloads(self) -> "LearnerSpec":
+        taken = {"stage", "offload_optimizer", "offload_param"} & set(self.zero_options)
+        if taken:
+            raise ValueError(f"learner.zero_options: {sorted(taken)} are set by learner.zero_stage and learner.offload")
         if self.offload == "optimizer" and self.zero_stage == 0:
             raise ValueError("learner.offload 'optimizer' needs learner.zero_stage 1, 2 or 3 (got 0): "
                              "ZeRO-0 keeps no optimizer partition to offload")

@@ -22,7 +22,7 @@ from jobs.run import actor_env_vars
 from jobs.spec import validate_spec
 from tests.conftest import vllm_prompt_logprobs
 
-ITERATIONS = 3
+ITERATIONS = 3  # the ZeRO-3 resume check trains 2 more
 # fp32 throughout; ZeRO reduces gradients in other orders and chunks than plain DDP, and
 # recomputed activations go through the same kernels: differences stay near 1e-6.
 LOSS_TOLERANCE = 1e-5
@@ -30,10 +30,10 @@ LOSS_TOLERANCE = 1e-5
 
 def job_spec(**learner_and_train) -> "JobSpec":  # noqa: F821
     # Every tiny-model tensor is below DeepSpeed's default persistence threshold: 0 makes ZeRO-3 shard them all.
-    learner = {"ranks": 2, "zero3_persistence_threshold": 0, **{k: v for k, v in learner_and_train.items() if k != "gradient_checkpointing"}}
+    learner = {"ranks": 2, "zero_options": {"stage3_param_persistence_threshold": 0}, **{k: v for k, v in learner_and_train.items() if k != "gradient_checkpointing"}}
     train = {"lr": 1e-3, "micro_batch_size": 2, "gradient_accumulation_steps": 2, "warmup_ratio": 0.0,
              "lr_schedule": "constant", "gradient_checkpointing": learner_and_train.get("gradient_checkpointing", False)}
-    return validate_spec({"algorithm": "sft", "iterations": ITERATIONS, "learner": learner, "train": train,
+    return validate_spec({"algorithm": "sft", "iterations": ITERATIONS + 2, "learner": learner, "train": train,
                           "rollout": {"prompts_per_iteration": 8, "samples_per_prompt": 1}})
 
 
@@ -58,6 +58,8 @@ SETTINGS = {
     "zero0": {"zero_stage": 0},
     "zero2": {"zero_stage": 2},
     "zero3": {"zero_stage": 3},
+    "zero0+gradient_checkpointing": {"zero_stage": 0, "gradient_checkpointing": True},
+    "zero2+gradient_checkpointing": {"zero_stage": 2, "gradient_checkpointing": True},
     "zero3+gradient_checkpointing": {"zero_stage": 3, "gradient_checkpointing": True},
     "zero2+offload_optimizer": {"zero_stage": 2, "offload": "optimizer"},
     "zero3+offload_optimizer_and_params": {"zero_stage": 3, "offload": "optimizer_and_params"},
@@ -91,9 +93,22 @@ def trained(local_ray, tiny_model, tmp_path_factory):
                 checkpoint = tmp_path_factory.mktemp("zero3-checkpoint")
                 learners.save_checkpoint(str(checkpoint))
                 result["checkpoint"] = checkpoint
+                # two more: the second loss is taken after a step made with the restored Adam moments
+                result["next_losses"] = [learners.train(fixed_samples(i), iteration=i)["loss"]
+                                         for i in (ITERATIONS, ITERATIONS + 1)]
             results[name] = result
         finally:
             learners.shutdown()
+    # A ZeRO-3 run resumed from its checkpoint (weights from the HF folder, each rank's optimizer
+    # partition from training_state/) trains the next iteration exactly as the run that went on.
+    spec = job_spec(**SETTINGS["zero3"])
+    resumed = LearnerGroup(spec, str(tiny_model), actor_env_vars(spec), resume_from=str(results["zero3"]["checkpoint"]))
+    try:
+        ray.get([ref for _, ref in resumed.ready_refs()], timeout=300)
+        results["zero3"]["resumed_next_losses"] = [resumed.train(fixed_samples(i), iteration=i)["loss"]
+                                                   for i in (ITERATIONS, ITERATIONS + 1)]
+    finally:
+        resumed.shutdown()
     return results, probe_ids
 
 
@@ -138,6 +153,7 @@ def test_zero3_checkpoint_holds_the_gathered_weights_and_loads_in_transformers_a
     assert float((hf - learner).abs().max()) < 1e-5
     assert float((vllm - learner).abs().max()) < 1e-4
     assert (checkpoint / "training_state").is_dir()
+    assert zero3["resumed_next_losses"] == pytest.approx(zero3["next_losses"], abs=1e-6)
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model):

@@ -59,7 +59,7 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
                 "engine": {"multiprocessing": engine_in_own_process},
             },
             # threshold 0: every tiny-model tensor is sharded under ZeRO-3, none kept whole
-            "learner": {"ranks": 2, "zero_stage": zero_stage, "zero3_persistence_threshold": 0},
+            "learner": {"ranks": 2, "zero_stage": zero_stage, "zero_options": {"stage3_param_persistence_threshold": 0}},
             "model": {"lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]} if lora else None},
             "train": {"lr": 1e-2, "micro_batch_size": 4, "warmup_ratio": 0.0, "lr_schedule": "constant"},
         }
