@@ -37,6 +37,11 @@ class Sample:
     dropped: str | None = None  # answer-first pipeline: why the sample is not trained on (None: kept)
     # Updates the weights that generated it are behind the iteration that trains on it (rollout.max_policy_lag).
     policy_lag: int = 0
+    # f-DPG (jobs/fdpg_target.py): log a(x) under the initial model, log p(x) of the normalised
+    # target, and the baseline its pseudo-reward is centred on.
+    reference_logp: float | None = None
+    target_logp: float | None = None
+    pseudo_reward_baseline: float | None = None
 
     @property
     def num_tokens(self) -> int:

@@ -173,23 +173,28 @@ class Learner:
         else:
             reset_peak_rss()
 
-    def reference_logps(self, pairs: list[Pair]) -> list[tuple[float, float]]:
-        """(chosen, rejected) summed log-probs under the frozen initial model, once per pair."""
+    def reference_logps(self, items: list[Pair] | list[Sample]) -> list[tuple[float, float]] | list[float]:
+        """Summed response log-probs under the frozen initial model: (chosen, rejected) per pair, one per sample."""
         results = []
         lora = self.reference is None
         model = self.engine.module.eval() if lora else self.reference
-        for chunk in micro_batches(pairs, self.spec.train.micro_batch_size, 1):
+        for chunk in micro_batches(items, self.spec.train.micro_batch_size, 1):
             with torch.no_grad(), model.disable_adapter() if lora else contextlib.nullcontext():
-                logps, _ = pair_logps(model, chunk, self.pad_id, self.device)
-            results += list(zip(logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()))
+                if isinstance(chunk[0], Pair):
+                    logps, _ = pair_logps(model, chunk, self.pad_id, self.device)
+                    results += list(zip(logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()))
+                else:
+                    logps, _ = sequence_logps(response_stats(model, collate_samples(chunk, self.pad_id).to(self.device)))
+                    results += logps.tolist()
         return results
 
     # Each loss returns (loss, metrics, weight, (real tokens, token positions computed), per-item records).
     def _sample_loss(self, samples: list[Sample]) -> tuple[torch.Tensor, dict, float, tuple[int, int], list]:
         batch = collate_samples(samples, self.pad_id).to(self.device)
         stats = response_stats(self.engine, batch)
-        loss, metrics = sample_objective(self.spec, stats, self.engine.global_steps / max(1, self.total_steps))
-        return loss, metrics, float(metrics["num_tokens"]), (batch.real_tokens, batch.padded_tokens), []
+        loss, metrics = sample_objective(self.spec, stats, self.engine.global_steps / max(1, self.total_steps), samples)
+        weight = float(metrics.pop("weight", metrics["num_tokens"]))  # token-mean losses weigh by tokens
+        return loss, metrics, weight, (batch.real_tokens, batch.padded_tokens), []
 
     def _pair_loss(self, pairs: list[Pair]) -> tuple[torch.Tensor, dict, float, tuple[int, int], list]:
         logps, lengths = pair_logps(self.engine, pairs, self.pad_id, self.device)

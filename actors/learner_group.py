@@ -129,18 +129,22 @@ class LearnerGroup:
         )
         return merged
 
-    def fill_reference_logps(self, pairs: list[Pair]) -> float:
-        """Summed log-probs of both responses under the frozen initial model, once per pair; returns seconds."""
+    def fill_reference_logps(self, items: list[Pair] | list[Sample]) -> float:
+        """Summed response log-probs under the frozen initial model, once per pair (both responses) or
+        sample (`reference_logp`); returns seconds."""
         started = time.perf_counter()
         ranks = len(self.ranks)
-        shards = [shard for shard in (list(range(len(pairs)))[rank::ranks] for rank in range(ranks)) if shard]
+        shards = [shard for shard in (list(range(len(items)))[rank::ranks] for rank in range(ranks)) if shard]
         results = self._on_every_rank(
-            [r.reference_logps.remote([pairs[i] for i in shard]) for r, shard in zip(self.ranks, shards)],
+            [r.reference_logps.remote([items[i] for i in shard]) for r, shard in zip(self.ranks, shards)],
             "computing reference log-probs",
         )
         for shard, logps in zip(shards, results):
-            for i, (chosen, rejected) in zip(shard, logps):
-                pairs[i].reference_logp_chosen, pairs[i].reference_logp_rejected = chosen, rejected
+            for i, value in zip(shard, logps):
+                if isinstance(items[i], Pair):
+                    items[i].reference_logp_chosen, items[i].reference_logp_rejected = value
+                else:
+                    items[i].reference_logp = value
         return time.perf_counter() - started
 
     def _rank0(self, method: str, *args) -> ray.ObjectRef:

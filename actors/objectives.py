@@ -10,19 +10,39 @@ from __future__ import annotations
 
 import torch
 
+from actors.batching import Sample
 from jobs.spec import JobSpec
 from losses.cll import centered_log_likelihood
 from losses.dpo import dpo_loss
+from losses.fdpg import fdpg_loss
 from losses.idft import idft_lambda, idft_loss
 from losses.ipo import ipo_loss
 from losses.rpo import rpo_loss
 from losses.sft import sft_loss
 from losses.simpo import simpo_loss
-from losses.token_stats import TokenStats
+from losses.token_stats import TokenStats, sequence_logps
 
 
-def sample_objective(spec: JobSpec, stats: TokenStats, progress: float) -> tuple[torch.Tensor, dict]:
-    """sft or idft on [B, T] token stats; `progress` is the fraction of training done (IDFT's lambda)."""
+def sample_objective(
+    spec: JobSpec, stats: TokenStats, progress: float, samples: list[Sample] | None = None
+) -> tuple[torch.Tensor, dict]:
+    """sft or idft on [B, T] token stats, or fdpg on the samples' sequence log-probs and target.
+
+    `progress` is the fraction of training done (IDFT's lambda). A sequence-level loss also returns
+    "weight": the samples it averages over, where the token losses weigh by "num_tokens".
+    """
+    if spec.algorithm == "fdpg":
+        logps, lengths = sequence_logps(stats)
+
+        def per_sample(field: str) -> torch.Tensor:
+            return torch.tensor([getattr(s, field) for s in samples], dtype=logps.dtype, device=logps.device)
+
+        # target_logp is already normalised (log P − log Z, jobs/fdpg_target.py): log Z enters as 0.
+        loss, metrics = fdpg_loss(
+            logps, per_sample("target_logp"), 0.0, samples[0].pseudo_reward_baseline,
+            divergence=spec.train.fdpg.divergence, sampler_logps=per_sample("sequence_logp"),
+        )
+        return loss, {**metrics, "num_tokens": lengths.sum(), "weight": torch.tensor(float(len(samples)))}
     if spec.algorithm == "idft":
         idft = spec.train.idft
         return idft_loss(

@@ -42,6 +42,7 @@ from jobs.report import write_report
 from jobs.run_outputs import RunOutputs
 from jobs.spec import JobSpec
 from jobs.evaluation import Evaluation, eval_inputs
+from jobs.fdpg_target import FDPGTarget
 from jobs.startup import StoppedWhileStarting, start_actors
 from jobs.stop_signals import StopRequests
 from jobs.tensorboard_log import TensorBoardLog
@@ -147,12 +148,17 @@ def run_onpolicy(
         refresh_report()
 
     evaluation = Evaluation(spec, actors.evaluator, outputs, progress, record) if actors.evaluator else None
+    fdpg_target = None
+    if spec.algorithm == "fdpg":
+        fdpg_target = FDPGTarget(spec, resume.loop_state().get("fdpg") if resume else None)
     weight_sync = make_weight_sync(spec.sync)
 
     def save_checkpoint(iteration: int, data_position: dict) -> Checkpoint:
         progress.note(f"writing checkpoint iter-{iteration}")
         learners.save_checkpoint(str(checkpoints.begin(iteration)))
         loop_state = {"next_iteration": iteration + 1, "data": data_position, "spec": spec.model_dump(mode="json")}
+        if fdpg_target:
+            loop_state["fdpg"] = fdpg_target.state()
         return checkpoints.commit(iteration, loop_state)
 
     with actors, tensorboard:  # actors killed, event file closed, however the loop ends
@@ -222,6 +228,10 @@ def run_onpolicy(
                     metrics["reference_seconds"] = learners.fill_reference_logps(items)
             else:
                 items = samples
+                if fdpg_target and items:
+                    progress.step(f"reference log-probs of {len(items)} samples: the f-DPG target")
+                    metrics["reference_seconds"] = learners.fill_reference_logps(items)
+                    metrics.update(fdpg_target.score(items))
 
             if stop.requested:
                 break  # the last safe point before the weights change: this iteration is redone on resume

@@ -186,10 +186,11 @@ class JobSpec(Section):
     name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     iterations: int = Field(3, ge=1)
-    algorithm: Literal["sft", "idft", "dpo", "rpo", "irft"] = Field(
+    algorithm: Literal["sft", "idft", "dpo", "rpo", "irft", "fdpg"] = Field(
         "idft",
         description="sft/idft: train on on-policy samples; dpo/rpo: train on preference pairs; "
-        "irft: pairs of (demonstration, own generation), stage by stage.",
+        "irft: pairs of (demonstration, own generation), stage by stage; "
+        "fdpg: policy gradient towards a target distribution (train.fdpg).",
     )
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -298,6 +299,27 @@ class JobSpec(Section):
         return self
 
     @model_validator(mode="after")
+    def _fdpg_setup(self) -> "JobSpec":
+        if self.algorithm != "fdpg":
+            return self
+        keys = [s.key for s in self.reward.sources]
+        if not keys:
+            raise ValueError("algorithm fdpg builds its target from a reward source; reward.sources is empty")
+        fdpg = self.train.fdpg
+        if fdpg.constraint is None:
+            fdpg.constraint = keys[0]
+        elif fdpg.constraint not in keys:
+            raise ValueError(f"train.fdpg.constraint {fdpg.constraint!r} must name one of reward.sources (configured: {keys})")
+        if self.rollout.mode != "on_policy":
+            raise ValueError(f"algorithm fdpg trains on its own samples; rollout.mode must be 'on_policy' (got {self.rollout.mode!r})")
+        if self.rollout.temperature != 1.0 or self.rollout.top_p != 1.0:
+            raise ValueError(
+                f"algorithm fdpg weighs each sample by pi(x) / q(x) with q the policy itself: rollout.temperature "
+                f"and rollout.top_p must be 1 (got {self.rollout.temperature} and {self.rollout.top_p})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _lora_with_a_stage_it_supports(self) -> "JobSpec":
         if self.model.lora is not None and self.learner.zero_stage == 3:
             raise ValueError("model.lora with learner.zero_stage 3 is not supported yet: use stage 0-2 "
@@ -320,6 +342,8 @@ class JobSpec(Section):
 
     @property
     def uses_initial_reference(self) -> bool:
+        if self.algorithm == "fdpg":
+            return True  # a(x) of the target
         return self.trains_on_pairs and self.preference.reference == "initial" and not (
             self.algorithm == "dpo" and self.train.dpo.loss == "simpo"
         )

@@ -4,7 +4,7 @@ settings of each loss (IDFT, the DPO family, RPO). Part of the one schema in job
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -48,6 +48,23 @@ class RPOSpec(Section):
     )
 
 
+class FDPGSpec(Section):
+    """f-DPG (losses/fdpg.py, ALGORITHMS.md section 6): minimise D_f(pi || p) to the target p = P / Z."""
+
+    divergence: Literal["kl", "reverse_kl", "js", "tv", "chi2", "reverse_chi2"] = Field(
+        "js", description="The f-divergence to the target; JS is the paper's recommendation."
+    )
+    target: Literal["constraint", "reward"] = Field(
+        "constraint",
+        description="constraint: P(x) = a(x) b(x), b = 1 when reward source `constraint` scores at least "
+        "`threshold`, else 0; reward: P(x) = a(x) exp(r(x) / beta) with r the total reward. a is the initial model.",
+    )
+    constraint: Optional[str] = Field(None, description="The reward source whose score decides b(x); default: the first.")
+    threshold: float = Field(0.5, description="b(x) = 1 when the constraint's score is at least this.")
+    beta: float = Field(1.0, gt=0, description="Temperature of the reward tilt (target: reward).")
+    baseline_window: int = Field(512, ge=1, description="Samples in the moving average the pseudo-rewards are centred on.")
+
+
 class TrainSpec(Section):
     lr: float = Field(6e-5, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -64,3 +81,4 @@ class TrainSpec(Section):
     idft: IDFTSpec = Field(default_factory=IDFTSpec)
     dpo: DPOSpec = Field(default_factory=DPOSpec)
     rpo: RPOSpec = Field(default_factory=RPOSpec)
+    fdpg: FDPGSpec = Field(default_factory=FDPGSpec)

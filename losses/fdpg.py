@@ -35,9 +35,24 @@ F_PRIME: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "chi2": lambda log_t: 1 - torch.exp(-2 * log_t),
     "reverse_chi2": lambda log_t: 2 * (torch.exp(log_t) - 1),
 }
+# f(t)/t as a function of log t, with f(1) = 0: D_f(π‖p) = E_p[f(π/p)] = E_π[f(t)/t], estimated on
+# the policy's own samples (`divergence_estimate`). Each f is the one whose f′ is in F_PRIME.
+F_OVER_T: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "kl": lambda log_t: -log_t * torch.exp(-log_t),
+    "reverse_kl": lambda log_t: log_t,
+    "js": lambda log_t: log_t - (1 + torch.exp(-log_t)) * (F.softplus(log_t) - math.log(2)),
+    "tv": lambda log_t: (1 - torch.exp(-log_t)).abs() / 2,
+    "chi2": lambda log_t: (1 - torch.exp(-log_t)) ** 2,
+    "reverse_chi2": lambda log_t: torch.exp(log_t) - 2 + torch.exp(-log_t),
+}
 # A constraint that rejects x gives log P(x) = −inf and log t = +inf; reverse KL and reverse χ² would
 # give an infinite pseudo-reward. log t is clipped here, which bounds their push-down per sample.
 LOG_T_LIMIT = 30.0
+
+
+def divergence_estimate(log_t: torch.Tensor, divergence: str) -> torch.Tensor:
+    """D_f(π‖p) from [B] log(π(x)/p(x)) of samples x ~ π (clipped like the loss: a lower bound where p = 0)."""
+    return F_OVER_T[divergence](log_t.clamp(-LOG_T_LIMIT, LOG_T_LIMIT)).mean()
 
 
 class RunningLogZ:

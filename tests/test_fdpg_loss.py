@@ -101,3 +101,19 @@ def test_moving_baseline_keeps_the_last_window():
     baseline.update(torch.tensor([3.0, 4.0]))
     assert baseline.value == pytest.approx(3.0)
     assert MovingBaseline(3, **baseline.state()).value == baseline.value
+
+
+@pytest.mark.parametrize("divergence", list(F_PRIME))
+def test_divergence_estimate_uses_the_f_whose_derivative_is_the_pseudo_reward(divergence):
+    from losses.fdpg import F_OVER_T, divergence_estimate
+
+    log_t = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    t = log_t.exp()
+    f = {"chi2": lambda t: t + 1 / t - 2}.get(divergence, F[divergence])  # F's chi2 without the constant
+    assert torch.allclose(F_OVER_T[divergence](log_t), f(t) / t)
+    assert float(F_OVER_T[divergence](torch.zeros(1, dtype=torch.float64))) == pytest.approx(0.0)  # D_f(p‖p) = 0
+    # a Monte Carlo check on a 3-outcome space: E_π[f(t)/t] is Σ_x p(x) f(π(x)/p(x))
+    pi, p = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    exact = float((p * f(pi / p)).sum())
+    draws = torch.multinomial(pi, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert float(divergence_estimate((pi / p).log()[draws], divergence)) == pytest.approx(exact, abs=0.01)
