@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def idle_rank_mb(ranks: int) -> float:
     return max(ray.get([idle.remote(r, port) for r in range(ranks)]))
 
 
-def measure(model: str, name: str, setting: dict, ranks: int) -> dict:
+def measure(model: str, name: str, setting: dict, ranks: int, malloc_mmap_threshold: int | None) -> dict:
     import ray
     from transformers import AutoConfig
 
@@ -99,7 +100,12 @@ def measure(model: str, name: str, setting: dict, ranks: int) -> dict:
     spec = validate_spec(raw)
     vocab = AutoConfig.from_pretrained(model).vocab_size
     started = time.perf_counter()
-    learners = LearnerGroup(spec, model, actor_env_vars(spec))
+    env = actor_env_vars(spec)
+    if malloc_mmap_threshold:
+        # glibc keeps freed heap memory and counts it in the resident set; with large blocks mmapped, a
+        # freed tensor leaves the RSS at once, so the peak RSS is the peak of live memory, as on a GPU.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(malloc_mmap_threshold)
+    learners = LearnerGroup(spec, model, env)
     try:
         ray.get([ref for _, ref in learners.ready_refs()], timeout=900)
         rows = [learners.train(samples(ranks, i, vocab), iteration=i) for i in range(2)]
@@ -130,6 +136,8 @@ def main() -> int:
     p.add_argument("--model", nargs="+", default=["builtin:tiny-llama"], help="builtin:tiny-llama and/or local HF folders")
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--only", nargs="+", choices=list(SETTINGS), metavar="SETTING")
+    p.add_argument("--malloc-mmap-threshold", type=int, default=65536, metavar="BYTES",
+                   help="glibc MALLOC_MMAP_THRESHOLD_ for the ranks (0: glibc's default, which keeps freed memory resident)")
     args = p.parse_args()
 
     import ray
@@ -146,9 +154,10 @@ def main() -> int:
             parameters, lora_parameters = parameter_count(path)
             entry = results.setdefault(model, {"parameters": parameters, "lora_r8_parameters": lora_parameters,
                                                "settings": {}})
-            entry.update(idle_rank_mb=round(idle), ranks=args.ranks, machine=f"{__import__('os').cpu_count()} cores, CPU")
+            entry.update(idle_rank_mb=round(idle), ranks=args.ranks, machine=f"{os.cpu_count()} cores, CPU",
+                         malloc_mmap_threshold=args.malloc_mmap_threshold)
             for name in args.only or SETTINGS:
-                result = measure(path, name, SETTINGS[name], args.ranks)
+                result = measure(path, name, SETTINGS[name], args.ranks, args.malloc_mmap_threshold)
                 entry["settings"][name] = result
                 print(f"{model:40} {name:36} training peak/rank {result['peak_mb_per_rank']} MiB  "
                       f"setup {result['setup_peak_mb_per_rank']} MiB  "
