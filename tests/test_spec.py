@@ -15,7 +15,7 @@ MALFORMED = {
     "unknown nested key": ("train:\n  lrr: 0.1\n", ["train.lrr", "unknown field", "lr"]),
     "wrong type": ("rollout:\n  workers: two\n", ["rollout.workers", "integer", "'two'"]),
     "out of range": ("rollout:\n  temperature: -1\n", ["rollout.temperature", "greater than or equal to 0"]),
-    "bad choice": ("algorithm: ppo\n", ["algorithm", "'rpo' or 'irft'", "'ppo'"]),
+    "bad choice": ("algorithm: ppo\n", ["algorithm", "'irft' or 'fdpg'", "'ppo'"]),
     "zero stage 4": ("learner:\n  zero_stage: 4\n", ["learner.zero_stage", "0, 1, 2 or 3"]),
     "offload on zero 0": (
         "learner:\n  zero_stage: 0\n  offload: optimizer\n",
