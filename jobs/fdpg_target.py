@@ -42,17 +42,20 @@ class FDPGTarget:
         sampler = torch.tensor([s.sequence_logp for s in samples], dtype=torch.float64)
         reference = torch.tensor([s.reference_logp for s in samples], dtype=torch.float64)
         log_z = self.log_z.update(log_p - sampler)
-        baseline = self.baseline.value
         normalised = log_p - log_z if math.isfinite(log_z) else torch.full_like(log_p, -math.inf)
-        for sample, value in zip(samples, normalised.tolist()):
-            sample.target_logp, sample.pseudo_reward_baseline = value, baseline
         # The sampler is the policy at the start of the iteration (on-policy), so these are the
         # numbers the paper plots: how far the policy is from its target, and from where it began.
         log_t = (sampler - normalised).clamp(-LOG_T_LIMIT, LOG_T_LIMIT)
         rewards = -F_PRIME[self.spec.divergence](log_t)
+        # Before any history the batch is its own baseline: a baseline of 0 would push every sample of
+        # the first batch the same way (with JS, all down by log 2 when none meets the constraint).
+        baseline = self.baseline.value if self.baseline.values else float(rewards.mean())
+        for sample, value in zip(samples, normalised.tolist()):
+            sample.target_logp, sample.pseudo_reward_baseline = value, baseline
         self.baseline.update(rewards)
         metrics = {
-            "fdpg_log_z": log_z,
+            # None until a sample meets the constraint: Z = 0, and the target is not defined yet
+            "fdpg_log_z": log_z if math.isfinite(log_z) else None,
             "fdpg_divergence": float(divergence_estimate(log_t, self.spec.divergence)),
             "fdpg_kl_to_initial": float((sampler - reference).mean()),
             "fdpg_pseudo_reward_mean": float(rewards.mean()),

@@ -26,10 +26,10 @@ def test_the_constraint_rate_climbs_while_the_kl_to_the_initial_model_stays_boun
     _, metrics = fdpg_run
     rates = [m["fdpg_constraint_rate"] for m in metrics]
     assert len(rates) == 12
-    early, late = sum(rates[:2]) / 2, sum(rates[-4:]) / 4
-    # Seen on this machine: 0.33 -> 0.65 (single iterations up to 0.77). With the pseudo-reward's sign
-    # flipped the same run drives the rate down, and this fails.
-    assert late > early + 0.2, rates
+    early, late = sum(rates[:2]) / 2, sum(rates[6:]) / 6
+    # Seen on this machine: 0.36 over the first two iterations, 0.62 over the last six (single ones up
+    # to 0.75). With the pseudo-reward's sign flipped the same run drives the rate down to 0.1-0.2.
+    assert late > early + 0.15, rates
     # KL(p‖a) = −log Z: the target itself sits about −log(early rate) nats from the initial model, so the
     # policy should too; collapsing onto a few digit strings would take it far beyond.
     bound = 4 * -math.log(early)
@@ -42,8 +42,8 @@ def test_the_target_and_its_estimates_are_consistent(fdpg_run):
         assert math.isfinite(m["fdpg_log_z"]) and m["fdpg_log_z"] <= 1e-9  # Z = E_q[a·b/q] <= 1 up to sampling
         assert m["fdpg_divergence"] >= 0  # f >= 0 for JS, so each term f(t)/t of the estimate is too
         assert m["fdpg_pseudo_reward_std"] >= 0
-    # the baseline is the moving mean of earlier pseudo-rewards: 0 before the first batch, then what came before
-    assert metrics[0]["fdpg_baseline"] == 0.0
+    # the baseline is the moving mean of earlier pseudo-rewards; the first batch is its own
+    assert metrics[0]["fdpg_baseline"] == pytest.approx(metrics[0]["fdpg_pseudo_reward_mean"])
     assert metrics[1]["fdpg_baseline"] == pytest.approx(metrics[0]["fdpg_pseudo_reward_mean"])
     samples = read_jsonl(out / "samples" / "iter-0.jsonl")
     rate = sum(s["rewards"]["digits"] >= 0.35 for s in samples) / len(samples)
