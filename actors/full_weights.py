@@ -31,12 +31,10 @@ def plain_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _units(module: torch.nn.Module, prefix: str = "") -> Iterator[tuple[str, torch.nn.Module]]:
-    if _is_lora_layer(module):
-        yield prefix, module
-        return
     yield prefix, module
-    for name, child in module.named_children():
-        yield from _units(child, f"{prefix}{name}.")
+    if not _is_lora_layer(module):  # a LoRA layer's children (base, adapters) belong to its unit
+        for name, child in module.named_children():
+            yield from _units(child, f"{prefix}{name}.")
 
 
 def _own_tensors(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -80,17 +78,15 @@ def full_weights(model: torch.nn.Module, zero3: bool, keep: bool) -> bytearray |
             else:
                 layout.append((full_name, _full_shape(tensor), tensor.dtype))
     writer = SafetensorsWriter(layout, aliases) if keep else None
-    written = set()
     with torch.no_grad():
         for prefix, module in units:
-            entries = [(name, tensor) for name, tensor in _unit_tensors(module)
-                       if owner_of[id(tensor)] == prefix + name and prefix + name not in written]
+            # units do not overlap, so each owned tensor comes up exactly once
+            entries = [(name, tensor) for name, tensor in _unit_tensors(module) if owner_of[id(tensor)] == prefix + name]
             if not entries:
                 continue
             gathered = list(module.parameters()) if _is_lora_layer(module) else [t for _, t in entries]
             with deepspeed.zero.GatheredParameters(gathered, modifier_rank=None, enabled=zero3):
                 for name, tensor in entries:
-                    written.add(prefix + name)
                     if writer:
                         writer.put(prefix + name, _merged(module, name, tensor))
     return writer.finish() if writer else None

@@ -22,8 +22,8 @@ from actors.batching import Pair, Sample, collate_pairs, collate_samples, respon
 from actors.full_weights import full_weights, plain_model
 from actors.objectives import pair_objective, sample_objective
 from actors.process_memory import peak_rss_mb, reset_peak_rss
-from actors.trainable_model import MERGED, load_options, load_trainable_model
-from jobs.checkpoints import TRAINING_STATE, CheckpointError
+from actors.trainable_model import load_options, load_trainable_model
+from jobs.checkpoints import MERGED, TRAINING_STATE, CheckpointError
 from jobs.errors import TrainingError
 from jobs.spec import JobSpec
 from losses.token_stats import sequence_logps

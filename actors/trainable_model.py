@@ -5,16 +5,12 @@ against the model, run by the driver before any actor starts.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from jobs.errors import SpecError
 from jobs.spec import JobSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ADAPTER_CONFIG = "adapter_config.json"  # peft's: a LoRA checkpoint is a peft adapter folder
-MERGED = "merged"  # a LoRA checkpoint's full model, when model.lora.save_merged asks for it
 
 
 def load_options(spec: JobSpec) -> dict:
@@ -74,7 +70,3 @@ def load_trainable_model(spec: JobSpec, model_path: str, resume_from: str | None
                 target_modules=lora.target_modules,
             ))
     return model, zero3_marker
-
-
-def is_adapter_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / ADAPTER_CONFIG).is_file()

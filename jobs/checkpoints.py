@@ -8,6 +8,9 @@
                                              position, the spec it was written under)
     DIR/checkpoints/latest                   name of the newest complete checkpoint
 
+With model.lora, iter-N/ is a peft adapter folder (adapter_config.json, adapter_model.safetensors,
+tokenizer) instead, and iter-N/merged/ the full HF model when model.lora.save_merged asks for it.
+
 A checkpoint is written under a dot-name, every file and folder is fsynced,
 and only then is it renamed into place: a job killed mid-write leaves the
 previous checkpoints untouched and a dot-folder that the next start removes.
@@ -29,9 +32,15 @@ from jobs.atomic_files import fsync_dir, write_atomically
 from jobs.errors import HintflowError
 
 TRAINING_STATE = "training_state"
+ADAPTER_CONFIG = "adapter_config.json"  # peft's: present in a LoRA checkpoint
+MERGED = "merged"  # a LoRA checkpoint's full model, on request
 LOOP_STATE = "loop.json"
 LOOP_STATE_VERSION = 1
 _NAME = re.compile(r"^iter-(\d+)$")
+
+
+def is_adapter_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
 
 
 class CheckpointError(HintflowError):

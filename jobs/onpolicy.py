@@ -30,10 +30,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from actors.trainable_model import is_adapter_checkpoint
 from actors.weight_sync import make_weight_sync
 from jobs.answer_first import answer_first
-from jobs.checkpoints import Checkpoint, CheckpointStore
+from jobs.checkpoints import Checkpoint, CheckpointStore, is_adapter_checkpoint
 from jobs.data import Prompt, PromptStream
 from jobs.pairs import dataset_pairs, demonstration_samples, irft_pairs, online_pairs
 from jobs.metrics_rows import TRAIN, row_kind

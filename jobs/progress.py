@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.checkpoints import MERGED, is_adapter_checkpoint
+
 # (metric, header, format): the columns of the summary and the progress line, shown when a run has them.
 COLUMNS = [
     ("loss", "loss", "{:.4f}"),
@@ -92,8 +94,8 @@ def summary(name: str, history: list[dict], output_dir: str, seconds: float, eva
     lines += [f"  outputs     {output_dir}", f"  metrics     {files}",
               f"  report      report.html   tensorboard --logdir {output_dir}/tensorboard"]
     if checkpoint:
-        if (Path(checkpoint) / "adapter_config.json").is_file():
-            merged = Path(checkpoint) / "merged"
+        if is_adapter_checkpoint(checkpoint):
+            merged = Path(checkpoint) / MERGED
             also = f"; {merged} is the merged model vLLM loads" if merged.is_dir() else ""
             lines.append(f"  checkpoint  {checkpoint}  (LoRA adapter: peft and transformers load it on the base{also})")
         else:
