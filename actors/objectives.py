@@ -15,6 +15,7 @@ from jobs.spec import JobSpec
 from losses.cll import centered_log_likelihood
 from losses.dpo import dpo_loss
 from losses.fdpg import fdpg_loss
+from losses.fsft import fsft_loss
 from losses.idft import idft_lambda, idft_loss
 from losses.ipo import ipo_loss
 from losses.rpo import rpo_loss
@@ -66,9 +67,17 @@ def pair_objective(
     chosen_tokens: torch.Tensor,
     rejected_tokens: torch.Tensor,
 ) -> tuple[torch.Tensor, dict]:
-    """dpo (and its variants), rpo or irft on [B] summed log-probs of the chosen and rejected responses."""
+    """dpo (and its variants), rpo, irft or fsft on [B] summed log-probs of the chosen and rejected responses.
+
+    For irft and fsft, "chosen" is the demonstration and "rejected" the policy's own generation.
+    """
     dpo = spec.train.dpo
-    if spec.algorithm == "rpo":
+    if spec.algorithm == "fsft":
+        loss, metrics = fsft_loss(
+            policy_chosen, policy_rejected, reference_rejected, chosen_tokens, rejected_tokens,
+            divergence=spec.train.fsft.divergence, beta=spec.train.fsft.beta,
+        )
+    elif spec.algorithm == "rpo":
         rpo = spec.train.rpo
         loss, metrics = rpo_loss(
             policy_chosen, policy_rejected, reference_chosen, reference_rejected, chosen_tokens,

@@ -8,11 +8,11 @@
                     queued on the engines, so they run while this iteration trains; their
                     weights are at most N updates old, and each sample records its lag)
                     (rollout.mode reference: the dataset's own solutions instead, scored the same way)
-                    (irft: plus the prompts' demonstrations, scored the same way)
+                    (irft, fsft: plus the prompts' demonstrations, scored the same way)
         rewards  <- the reward actor scores every sample (when reward sources are set)
         answer-first (rollout.mode hinted/rewrite): Hinted Decoding for the problems no sample
                     got right, verify again, keep right samples that pass the CLL filter
-        pairs    <- dpo/rpo: best vs worst by reward; irft: (demonstration, own generation);
+        pairs    <- dpo/rpo: best vs worst by reward; irft, fsft: (demonstration, own generation);
                     offline: the dataset's chosen/rejected, and no generation at all
         reference log-probs, once per pair: the sampler's come with the samples,
                     the initial model's from a frozen copy on the learners
@@ -34,7 +34,7 @@ from actors.weight_sync import make_weight_sync
 from jobs.answer_first import answer_first
 from jobs.checkpoints import Checkpoint, CheckpointStore, is_adapter_checkpoint
 from jobs.data import Prompt, PromptStream
-from jobs.pairs import dataset_pairs, demonstration_samples, irft_pairs, online_pairs
+from jobs.pairs import dataset_pairs, demonstration_pairs, demonstration_samples, online_pairs
 from jobs.metrics_rows import TRAIN, row_kind
 from jobs.progress import Progress
 from jobs.report import write_report
@@ -198,7 +198,7 @@ def run_onpolicy(
                         ahead[later] = (position, later_batch, rollout.start_generate(later_batch, later))
                 samples, generation = rollout.finish_generate(generation_calls, iteration)
                 metrics.update(cll_summary(samples), **generation)
-            if spec.algorithm == "irft":
+            if spec.pairs_demonstrations_with_own_samples:
                 demonstrations = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
                 metrics.update(demonstration_summary(demonstrations))
             if rewards and samples:
@@ -215,8 +215,8 @@ def run_onpolicy(
                 outputs.write_samples(iteration, recorded)
 
             if spec.trains_on_pairs:
-                if spec.algorithm == "irft":
-                    items, pairing = irft_pairs(demonstrations, samples)
+                if spec.pairs_demonstrations_with_own_samples:
+                    items, pairing = demonstration_pairs(demonstrations, samples)
                 elif spec.preference.source == "online":
                     items, pairing = online_pairs(samples, spec.preference)
                 else:

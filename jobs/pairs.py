@@ -2,7 +2,7 @@
 
 - online (dpo, rpo): the k samples of a prompt, ranked by `rewards["total"]`;
   best vs worst, or every pair whose reward gap exceeds `preference.min_margin`.
-- irft: (demonstration, own generation) for each generation of a prompt.
+- irft, fsft: (demonstration, own generation) for each generation of a prompt.
 - dataset (offline dpo, rpo): the rows' chosen and rejected columns.
 
 A pair is dropped, and counted, when its two rewards tie (within the margin)
@@ -104,8 +104,11 @@ def demonstration_samples(prompts: list[Prompt], data: DataSpec, tokenizer, iter
     return [written_sample(p, data.solution_column, tokenizer, iteration, "demonstration") for p in prompts]
 
 
-def irft_pairs(demonstrations: list[Sample], generations: list[Sample]) -> tuple[list[Pair], dict]:
-    """Demonstration preferred over each of the policy's own generations for the same prompt (SPIN / IRFT)."""
+def demonstration_pairs(demonstrations: list[Sample], generations: list[Sample]) -> tuple[list[Pair], dict]:
+    """The demonstration beside each of the policy's own generations for the same prompt (IRFT/SPIN, f-SFT).
+
+    A generation identical to its demonstration makes no pair (no preference for IRFT).
+    """
     demo_by_prompt = {d.prompt_index: d for d in demonstrations}
     pairs, counts = [], PairCounts()
     for generation in generations:

@@ -158,7 +158,7 @@ def unwrap_user_error(exc: BaseException) -> HintflowError | None:
 
 def written_response_columns(spec: JobSpec) -> list[str]:
     """The columns whose responses the job trains on or scores as written."""
-    if spec.algorithm == "irft" or spec.rollout.mode != "on_policy":
+    if spec.pairs_demonstrations_with_own_samples or spec.rollout.mode != "on_policy":
         return [spec.data.solution_column]
     if spec.trains_on_pairs and spec.preference.source == "dataset":
         return [spec.data.chosen_column, spec.data.rejected_column]

@@ -1,7 +1,7 @@
 """The job spec: the one schema every YAML file in `configs/` is checked against.
 
 Every setting of a run lives here with its default (the reward sources in
-jobs/reward_spec.py). `load_spec` reads YAML, applies `--set a.b=value`
+jobs/reward_spec.py). `load_spec` reads YAML (over the spec its `base:` names, if any), applies `--set a.b=value`
 overrides and validates; any problem comes back as a `SpecError` whose message
 is one line naming the field path and what was expected (jobs/spec_errors.py
 writes those lines). The resolved spec (defaults filled in) is saved with every run.
@@ -22,12 +22,12 @@ from jobs.train_spec import TrainSpec
 from jobs.operations_spec import CheckpointSpec, FaultSpec, PlacementSpec, SyncSpec
 from jobs.reward_spec import RewardSpec
 from jobs.spec_base import Section
-from jobs.spec_errors import read_spec_mapping, validation_error_line
+from jobs.spec_errors import read_spec_file, validation_error_line
 
 BUILTIN_PREFIX = "builtin:"
 REASONING_GYM_PREFIX = "reasoning-gym:"
 CHAMP_PREFIX = "champ:"
-PREFERENCE_ALGORITHMS = ("dpo", "rpo", "irft")
+PREFERENCE_ALGORITHMS = ("dpo", "rpo", "irft", "fsft")
 
 
 class ModelSpec(Section):
@@ -186,11 +186,12 @@ class JobSpec(Section):
     name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     iterations: int = Field(3, ge=1)
-    algorithm: Literal["sft", "idft", "dpo", "rpo", "irft", "fdpg"] = Field(
+    algorithm: Literal["sft", "idft", "dpo", "rpo", "irft", "fdpg", "fsft"] = Field(
         "idft",
         description="sft/idft: train on on-policy samples; dpo/rpo: train on preference pairs; "
         "irft: pairs of (demonstration, own generation), stage by stage; "
-        "fdpg: policy gradient towards a target distribution (train.fdpg).",
+        "fdpg: policy gradient towards a target distribution (train.fdpg); "
+        "fsft: SFT on (demonstration, own generation) pairs with a pull towards the initial model (train.fsft).",
     )
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -241,6 +242,12 @@ class JobSpec(Section):
                 raise ValueError("algorithm irft regenerates its pairs every stage; preference.source must be 'online'")
             if preference.reference != "sampler":
                 raise ValueError("algorithm irft compares against the previous stage's policy; preference.reference must be 'sampler'")
+        elif self.algorithm == "fsft":
+            if preference.source != "online":
+                raise ValueError("algorithm fsft needs the policy's own samples beside the demonstrations; "
+                                 "preference.source must be 'online'")
+            if preference.reference != "initial":
+                raise ValueError("algorithm fsft pulls towards the initial model; preference.reference must be 'initial'")
         elif preference.source == "online":
             if self.rollout.samples_per_prompt < 2:
                 raise ValueError(
@@ -293,9 +300,9 @@ class JobSpec(Section):
         if not self.uses_rollout or self.rollout.mode == "reference":
             raise ValueError("rollout.max_policy_lag > 0 overlaps generation with training; this job generates nothing "
                              "(offline pairs or rollout.mode reference): set it to 0")
-        if self.algorithm == "irft":
-            raise ValueError("algorithm irft pairs each stage's demonstrations with that stage's own policy; "
-                             "rollout.max_policy_lag must be 0")
+        if self.pairs_demonstrations_with_own_samples:
+            raise ValueError(f"algorithm {self.algorithm} pairs each demonstration with the current policy's own "
+                             "samples; rollout.max_policy_lag must be 0")
         return self
 
     @model_validator(mode="after")
@@ -312,10 +319,15 @@ class JobSpec(Section):
             raise ValueError(f"train.fdpg.constraint {fdpg.constraint!r} must name one of reward.sources (configured: {keys})")
         if self.rollout.mode != "on_policy":
             raise ValueError(f"algorithm fdpg trains on its own samples; rollout.mode must be 'on_policy' (got {self.rollout.mode!r})")
-        if self.rollout.temperature != 1.0 or self.rollout.top_p != 1.0:
+        return self
+
+    @model_validator(mode="after")
+    def _samples_drawn_from_the_policy(self) -> "JobSpec":
+        # fdpg weighs each sample by pi(x) / q(x) with q the policy; fsft averages its penalty over the policy.
+        if self.algorithm in ("fdpg", "fsft") and (self.rollout.temperature != 1.0 or self.rollout.top_p != 1.0):
             raise ValueError(
-                f"algorithm fdpg weighs each sample by pi(x) / q(x) with q the policy itself: rollout.temperature "
-                f"and rollout.top_p must be 1 (got {self.rollout.temperature} and {self.rollout.top_p})"
+                f"algorithm {self.algorithm} estimates an expectation under the policy from its samples: "
+                f"rollout.temperature and rollout.top_p must be 1 (got {self.rollout.temperature} and {self.rollout.top_p})"
             )
         return self
 
@@ -330,6 +342,11 @@ class JobSpec(Section):
     def sample_count_varies(self) -> bool:
         """Pairs drop with ties and answer-first keeps only verified samples: the learners trim to an even split."""
         return self.trains_on_pairs or self.rollout.mode != "on_policy"
+
+    @property
+    def pairs_demonstrations_with_own_samples(self) -> bool:
+        """irft and fsft: every generation is paired with the dataset's demonstration of its prompt."""
+        return self.algorithm in ("irft", "fsft")
 
     @property
     def trains_on_pairs(self) -> bool:
@@ -368,7 +385,7 @@ class JobSpec(Section):
             return self.samples_per_iteration  # answer-first keeps at most these
         if self.preference.source == "dataset":
             return self.rollout.prompts_per_iteration
-        if self.algorithm == "irft":
+        if self.pairs_demonstrations_with_own_samples:
             return self.samples_per_iteration
         k = self.rollout.samples_per_prompt
         per_prompt = 1 if self.preference.pairs == "best_vs_worst" else k * (k - 1) // 2
@@ -411,7 +428,7 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> JobSpec:
-    raw = read_spec_mapping(Path(path))
+    raw = read_spec_file(Path(path))
     for assignment in overrides:
         apply_override(raw, assignment)
     return validate_spec(raw)

@@ -1,5 +1,6 @@
-"""What is wrong with a spec, as one line: an unreadable, empty or non-YAML file, and
-pydantic's validation errors mapped back to the field paths the user wrote.
+"""Reading a spec file, and what is wrong with a spec as one line: an unreadable, empty or
+non-YAML file, a broken `base:` chain, and pydantic's validation errors mapped back to the field
+paths the user wrote.
 
 Kept apart from jobs/spec.py, which holds the schema; the root model comes in as
 an argument so this module never imports the schema it describes.
@@ -39,6 +40,34 @@ def read_spec_mapping(path: Path) -> dict:
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping of fields at the top level, got {type(raw).__name__}")
     return raw
+
+
+def read_spec_file(path: Path, extending: tuple[Path, ...] = ()) -> dict:
+    """The spec file's mapping laid over the spec its `base:` names (a path relative to this file).
+
+    A variant then states only what it changes (`base: seed-sft-smollm2.yaml`, `train: {lr: 2.0e-6}`):
+    sections merge key by key, any other value (a list included) replaces the base's.
+    """
+    raw = read_spec_mapping(path)
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise SpecError(f"{path}: base must be the path of another spec file, relative to this one; got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in extending or base_path == path.resolve():
+        raise SpecError(f"{path}: base {base!r} leads back to a spec that extends it; the chain must end")
+    return merge_sections(read_spec_file(base_path, extending + (path.resolve(),)), raw)
+
+
+def merge_sections(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_sections(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def validation_error_line(exc: ValidationError, root: type[BaseModel]) -> str:

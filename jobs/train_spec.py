@@ -1,5 +1,5 @@
 """The spec section about the optimisation itself: optimizer, schedule, batch shape and the
-settings of each loss (IDFT, the DPO family, RPO). Part of the one schema in jobs/spec.py.
+settings of each loss (IDFT, the DPO family, RPO, f-DPG, f-SFT). Part of the one schema in jobs/spec.py.
 """
 
 from __future__ import annotations
@@ -65,6 +65,17 @@ class FDPGSpec(Section):
     baseline_window: int = Field(512, ge=1, description="Samples in the moving average the pseudo-rewards are centred on.")
 
 
+class FSFTSpec(Section):
+    """f-divergence SFT (losses/fsft.py, docs/design.md): SFT on demonstrations plus a pull towards the initial model."""
+
+    divergence: Literal["tv", "pearson", "hellinger"] = Field(
+        "pearson", description="tv is plain SFT; pearson (chi-squared) and hellinger keep a penalty on the policy's "
+        "own samples that grows as their implicit reward beta log(pi / pi_ref) leaves 0.",
+    )
+    beta: float = Field(0.1, gt=0, description="Scale of the implicit reward; the penalty is about beta/4 x the squared "
+                        "sequence log-ratio for pearson.")
+
+
 class TrainSpec(Section):
     lr: float = Field(6e-5, gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -82,3 +93,4 @@ class TrainSpec(Section):
     dpo: DPOSpec = Field(default_factory=DPOSpec)
     rpo: RPOSpec = Field(default_factory=RPOSpec)
     fdpg: FDPGSpec = Field(default_factory=FDPGSpec)
+    fsft: FSFTSpec = Field(default_factory=FSFTSpec)

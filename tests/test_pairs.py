@@ -6,7 +6,7 @@ import pytest
 
 from actors.batching import Sample
 from actors.learner import micro_batches
-from jobs.pairs import irft_pairs, online_pairs
+from jobs.pairs import demonstration_pairs, online_pairs
 from jobs.spec import PreferenceSpec
 
 
@@ -46,7 +46,7 @@ def test_all_pairs_above_a_margin():
 def test_irft_prefers_the_demonstration_over_each_generation():
     demos = [sample(0, [1, 2], 0.0, "demonstration"), sample(1, [3], 0.0, "demonstration")]
     generations = [sample(0, [4], 0.0), sample(0, [1, 2], 0.0), sample(1, [5], 0.0)]
-    pairs, counts = irft_pairs(demos, generations)
+    pairs, counts = demonstration_pairs(demos, generations)
     assert [(p.chosen_token_ids, p.rejected_token_ids, p.chosen_source) for p in pairs] == [
         ([1, 2], [4], "demonstration"), ([3], [5], "demonstration"),
     ]

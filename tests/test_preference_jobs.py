@@ -214,3 +214,35 @@ def test_every_dpo_variant_trains_through_the_loop(tmp_path_factory, offline_pai
         assert all(p["reference_logp_chosen"] is None for p in pairs) and "kl_to_reference" not in metrics[0]
     else:
         assert all(p["reference_logp_chosen"] is not None for p in pairs)
+
+
+@pytest.fixture(scope="module")
+def fsft_run(tmp_path_factory):
+    return run_job(tmp_path_factory, "fsft", "configs/fsft.yaml")
+
+
+def test_fsft_pairs_each_demonstration_with_an_own_sample_scored_by_the_initial_model(fsft_run):
+    out, _, _ = fsft_run
+    pairs = read_jsonl(out / "pairs" / "iter-2.jsonl")
+    assert pairs and all(p["chosen_source"] == "demonstration" and p["rejected_source"] == "on_policy" for p in pairs)
+    assert all(p["chosen"].startswith("The answer is") for p in pairs)
+    assert_reference_logps_match(pairs, load_model(out / "builtin" / "tiny-llama"))
+
+
+def test_fsft_trains_each_pair_on_its_demonstration_nll_plus_the_pearson_penalty(fsft_run):
+    """Each pair's recorded loss, recomputed from its own log-probs: the demonstration is "chosen",
+    the own sample "rejected", and the penalty is (1/beta) g(beta log(pi/pi_ref)) with g(t) = t^2/4."""
+    out, metrics, _ = fsft_run
+    beta = 0.1
+    for pair in read_jsonl(out / "pairs" / "iter-3.jsonl"):
+        t = beta * (pair["policy_logp_rejected"] - pair["reference_logp_rejected"])
+        expected = (-pair["policy_logp_chosen"] / len(pair["chosen_token_ids"])
+                    + t * t / 4 / beta / len(pair["rejected_token_ids"]))
+        assert pair["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    nll = [m["nll"] for m in metrics]
+    assert nll[-1] < nll[0] - 1.0, nll  # it is SFT: seen 5.49 -> 3.28 over 4 iterations
+    for m in metrics:
+        assert m["loss"] == pytest.approx(m["nll"] + m["fsft_penalty"], rel=1e-4)
+    # The own samples drift from the initial model as SFT moves it, and the penalty grows with them.
+    assert metrics[-1]["kl_own_samples"] > metrics[0]["kl_own_samples"] + 1.0
+    assert metrics[-1]["fsft_penalty"] > metrics[0]["fsft_penalty"] > 0

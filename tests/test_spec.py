@@ -15,7 +15,7 @@ MALFORMED = {
     "unknown nested key": ("train:\n  lrr: 0.1\n", ["train.lrr", "unknown field", "lr"]),
     "wrong type": ("rollout:\n  workers: two\n", ["rollout.workers", "integer", "'two'"]),
     "out of range": ("rollout:\n  temperature: -1\n", ["rollout.temperature", "greater than or equal to 0"]),
-    "bad choice": ("algorithm: ppo\n", ["algorithm", "'irft' or 'fdpg'", "'ppo'"]),
+    "bad choice": ("algorithm: ppo\n", ["algorithm", "'fdpg' or 'fsft'", "'ppo'"]),
     "zero stage 4": ("learner:\n  zero_stage: 4\n", ["learner.zero_stage", "0, 1, 2 or 3"]),
     "offload on zero 0": (
         "learner:\n  zero_stage: 0\n  offload: optimizer\n",
@@ -57,6 +57,14 @@ MALFORMED = {
     "irft against the initial model": (
         "algorithm: irft\npreference:\n  reference: initial\n", ["irft", "preference.reference must be 'sampler'"],
     ),
+    "fsft against the sampler": (
+        "algorithm: fsft\npreference:\n  reference: sampler\n", ["fsft", "preference.reference must be 'initial'"],
+    ),
+    "fsft sampling off the policy": (
+        "algorithm: fsft\nrollout:\n  temperature: 0.7\n",
+        ["algorithm fsft", "rollout.temperature and rollout.top_p must be 1", "0.7"],
+    ),
+    "fsft divergence": ("algorithm: fsft\ntrain:\n  fsft:\n    divergence: kl\n", ["train.fsft.divergence", "'hellinger'", "'kl'"]),
     "offline with a sampler reference": (
         "algorithm: dpo\npreference:\n  source: dataset\n  reference: sampler\n",
         ["preference.reference must be 'initial'"],
@@ -126,3 +134,28 @@ def test_derived_step_counts():
                                                              "epochs_per_iteration": 3}})
     assert spec.samples_per_iteration == 32
     assert spec.optimizer_steps_per_iteration == 32 // (2 * 2 * 2) * 3
+
+
+def test_a_spec_states_only_what_it_changes_over_its_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\ntrain:\n  lr: 1.0e-5\n  micro_batch_size: 2\n"
+                                        "reward:\n  sources: [{kind: math_answer}, {kind: format}]\n")
+    (tmp_path / "variants").mkdir()
+    variant = tmp_path / "variants" / "low.yaml"
+    variant.write_text("base: ../base.yaml\nname: low\ntrain:\n  lr: 2.0e-6\nreward:\n  sources: [{kind: format}]\n")
+    spec = load_spec(variant, ["train.epochs_per_iteration=2"])
+    assert (spec.name, spec.train.lr, spec.train.micro_batch_size, spec.train.epochs_per_iteration) == ("low", 2e-6, 2, 2)
+    assert [s.kind for s in spec.reward.sources] == ["format"]  # a list replaces the base's, it does not append
+
+
+@pytest.mark.parametrize("base, words", [
+    ("missing.yaml", ["missing.yaml: cannot read the spec file"]),
+    ("[a, b]", ["base must be the path of another spec file", "['a', 'b']"]),
+    ("loop.yaml", ["loop.yaml", "base 'variant.yaml' leads back to a spec that extends it"]),
+])
+def test_a_broken_base_chain_is_one_line(tmp_path, base, words):
+    (tmp_path / "loop.yaml").write_text("base: variant.yaml\n")
+    (tmp_path / "variant.yaml").write_text(f"base: {base}\nname: variant\n")
+    with pytest.raises(SpecError) as error:
+        load_spec(tmp_path / "variant.yaml")
+    message = str(error.value)
+    assert "\n" not in message and all(word in message for word in words), message
