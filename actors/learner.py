@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 import os
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from actors.batching import Pair, Sample, collate_pairs, collate_samples, respon
 from actors.full_weights import full_weights, plain_model
 from actors.objectives import pair_objective, sample_objective
 from actors.process_memory import peak_rss_mb, reset_peak_rss
+from actors.weight_broadcast import free_address, open_group, send_payload
 from actors.trainable_model import load_options, load_trainable_model
 from jobs.checkpoints import MERGED, TRAINING_STATE, CheckpointError
 from jobs.errors import TrainingError
@@ -86,12 +86,6 @@ def pair_logps(model, pairs: list[Pair], pad_id: int, device) -> tuple[torch.Ten
     return sequence_logps(response_stats(model, collate_pairs(pairs, pad_id).to(device)))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 class Learner:
     def __init__(self, spec: JobSpec, model_path: str, rank: int, world_size: int, resume_from: str | None = None):
         self.spec = spec
@@ -105,9 +99,8 @@ class Learner:
         self.zero3 = spec.learner.zero_stage == 3  # parameters sharded: gathers and forwards are collective
 
     def master_address(self) -> tuple[str, int]:
-        import ray
-
-        return ray.util.get_node_ip_address(), free_port()
+        """This rank's node address and a free port there: for DeepSpeed's group, and for the weight group."""
+        return free_address()
 
     def setup(self, master: tuple[str, int]) -> None:
         master_addr, master_port = master
@@ -297,6 +290,16 @@ class Learner:
     def export_weights(self) -> bytearray | None:
         """The full (LoRA-merged) weights as one payload on rank 0. Under ZeRO-3 every rank must call it."""
         return full_weights(self.engine.module, self.zero3, keep=self.rank == 0)
+
+    def join_weight_group(self, address: str, port: int, world_size: int) -> None:
+        """Rank 0 only: be rank 0 of the weight broadcast group (actors/weight_broadcast.py)."""
+        self.weight_group = open_group(address, port, 0, world_size, self.device)
+
+    def broadcast_weights(self) -> int | None:
+        """Rank 0 sends the full weights to the weight group; returns the bytes. Under ZeRO-3 every rank
+        must call it (the gather)."""
+        payload = self.export_weights()
+        return send_payload(self.weight_group, payload, self.device) if self.rank == 0 else None
 
     def save_checkpoint(self, directory: str) -> None:
         """Every rank writes its optimizer shard under training_state/; rank 0 also writes the model.

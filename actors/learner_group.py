@@ -156,6 +156,18 @@ class LearnerGroup:
         """A reference to rank 0's weights in the object store; never pulled into the driver."""
         return self._rank0("export_weights")
 
+    def weight_group_address(self) -> tuple[str, int]:
+        """Where the weight broadcast group meets: rank 0's node, a port free there."""
+        return ray.get(self.ranks[0].master_address.remote())
+
+    def join_weight_group(self, address: str, port: int, world_size: int) -> ray.ObjectRef:
+        """Rank 0 joins as the group's rank 0; wait on the reference together with the receivers' joins."""
+        return self.ranks[0].join_weight_group.remote(address, port, world_size)
+
+    def start_broadcast(self) -> ray.ObjectRef:
+        """Rank 0 starts sending the weights (every rank gathers under ZeRO-3); resolves to the bytes sent."""
+        return self._rank0("broadcast_weights")
+
     def save_checkpoint(self, directory: str) -> None:
         """Weights (rank 0) and every rank's optimizer shard into `directory`; the caller seals it."""
         self._on_every_rank([r.save_checkpoint.remote(directory) for r in self.ranks], "writing a checkpoint")

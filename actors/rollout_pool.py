@@ -24,6 +24,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from actors import placement
 from actors.batching import Sample
 from actors.rollout_worker import RolloutWorker, vllm_env_vars
+from actors.weight_broadcast import RANKS_PER_ROLLOUT_WORKER
 from jobs.data import Prompt
 from jobs.errors import HintflowError
 from jobs.spec import JobSpec
@@ -108,8 +109,11 @@ class RolloutPool:
         )(RolloutWorker)
         # Not waited for here: the driver starts every group at once and waits on ready_refs().
         self.workers = [self._start(index) for index in range(spec.rollout.workers)]
-        # The last weights pushed; None while the engines still hold the model they started from.
+        # The last weights pushed; None while the engines still hold the model they started from. After a
+        # broadcast, None until a replacement needs them: `fetch_weights` then asks the learners.
         self.weights: ray.ObjectRef | None = None
+        self.fetch_weights: Callable[[], ray.ObjectRef] | None = None
+        self.replaced = 0  # workers replaced so far: a weight broadcast group with a dead member must be re-formed
         # Pushes so far, counted from what the engines started with (the driver sets it to the first iteration).
         self.weights_version = 0
         self.restarts = Replacements(spec, RolloutError, note)
@@ -195,12 +199,40 @@ class RolloutPool:
         The pool keeps the reference (and so the object) for as long as these are the current
         weights: a worker replaced later loads them before it takes any work.
         """
-        self.weights = weights
+        self.weights, self.fetch_weights = weights, None
         self.weights_version += 1
         # A replacement loads self.weights as it starts: nothing is left to re-run on it.
         loaded = self._call("load_weights", {i: (weights,) for i in range(len(self.workers))}, rerun=False,
                             timeout_s=timeout_s)
         return sum(size for size in loaded.values() if size is not None)
+
+    @property
+    def weight_group_size(self) -> int:
+        """Learner rank 0 and every worker's ranks (actors/weight_broadcast.py)."""
+        return 1 + RANKS_PER_ROLLOUT_WORKER * len(self.workers)
+
+    def start_joining_weight_group(self, address: str, port: int) -> list[ray.ObjectRef]:
+        """Every worker joins the weight group; wait on these together with learner rank 0's join."""
+        return [
+            worker.join_weight_group.remote(address, port, 1 + RANKS_PER_ROLLOUT_WORKER * index, self.weight_group_size)
+            for index, worker in enumerate(self.workers)
+        ]
+
+    def receive_weights(self, fetch: Callable[[], ray.ObjectRef], timeout_s: float | None = None) -> int:
+        """Every engine and replica takes the weights being broadcast to the group; returns the bytes received.
+
+        `fetch` gives the same weights through the object store, for a worker replaced before the next push.
+        """
+        self.weights, self.fetch_weights = None, fetch
+        self.weights_version += 1
+        received = self._call("receive_weights", {i: () for i in range(len(self.workers))}, rerun=False,
+                              timeout_s=timeout_s)
+        return sum(size for size in received.values() if size is not None)
+
+    def _current_weights(self) -> ray.ObjectRef | None:
+        if self.weights is None and self.fetch_weights is not None:
+            self.weights = self.fetch_weights()  # kept, like a pushed reference, until the next push
+        return self.weights
 
     def _spread_samples(self, method: str, items: list, *args) -> tuple[list[Sample], list[dict]]:
         """For methods returning (samples, stats): all samples in input order, and each worker's stats."""
@@ -265,10 +297,12 @@ class RolloutPool:
             ray.kill(self.workers[index])
             self.retired.add(self.workers[index]._actor_id.hex())
             worker = self.workers[index] = self._start(index)
-            if self.weights is None:
+            self.replaced += 1
+            weights = self._current_weights()
+            if weights is None:
                 caught_up = worker.__ray_ready__.remote()
             else:
-                caught_up = worker.load_weights.remote(self.weights)
+                caught_up = worker.load_weights.remote(weights)
             try:
                 ray.get(caught_up, timeout=START_TIMEOUT_S)
                 return

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from actors.batching import Sample
 from actors.cll_scorer import CLLScorer, engine_token_stats, record_cll
 from actors.trainable_model import TORCH_DTYPES
 from actors.vllm_weight_receiver import WORKER_EXTENSION
-from actors.weights_payload import decode_weights
+from actors.weight_broadcast import open_group, receive_payload
+from actors.weights_payload import decode_weights, decode_weights_buffer
 from jobs.data import Prompt
 from jobs.spec import JobSpec
 
@@ -102,9 +104,9 @@ class RolloutWorker:
         )
         tokenizer = self.llm.get_tokenizer()
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        device = "cuda" if spec.rollout.gpus_per_worker > 0 else "cpu"
+        self.scorer_device = "cuda" if spec.rollout.gpus_per_worker > 0 else "cpu"
         self.scorer = CLLScorer(
-            model_path, TORCH_DTYPES[spec.model.dtype], device, spec.rollout.cll_batch_size, pad_id,
+            model_path, TORCH_DTYPES[spec.model.dtype], self.scorer_device, spec.rollout.cll_batch_size, pad_id,
             trust_remote_code=spec.model.trust_remote_code,
         )
         # vLLM's first request pays one-time set-up; keep it out of iteration 0's gen_tokens_per_s.
@@ -304,6 +306,23 @@ class RolloutWorker:
         self.llm.reset_prefix_cache()
         self.scorer.load_weights(decode_weights(payload))
         return len(payload)
+
+    def join_weight_group(self, address: str, port: int, first_rank: int, world_size: int) -> None:
+        """The engine worker joins the weight broadcast group as `first_rank`, the replica as the next rank."""
+        with ThreadPoolExecutor(1) as replica_side:  # both joins wait for each other: one must run aside
+            replica = replica_side.submit(open_group, address, port, first_rank + 1, world_size, self.scorer_device)
+            self.llm.collective_rpc("hintflow_join_weight_group", args=(address, port, first_rank, world_size))
+            self.weight_group = replica.result()
+
+    def receive_weights(self) -> int:
+        """The weights the learner is broadcasting, into the engine and the replica; returns the payload's bytes."""
+        with ThreadPoolExecutor(1) as replica_side:
+            received = replica_side.submit(receive_payload, self.weight_group, self.scorer_device)
+            self.llm.collective_rpc("hintflow_receive_weights")
+            buffer = received.result()
+        self.llm.reset_prefix_cache()
+        self.scorer.load_weights(decode_weights_buffer(buffer))
+        return buffer.numel()
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         """vLLM's log p of token_ids[1:], teacher-forced: the probe that checks weight sync."""

@@ -1,5 +1,6 @@
-"""vLLM worker extension: takes new weights as bytes (actors/weights_payload.py), and hands
-back the entropies the engine recorded while sampling (actors/engine_entropy.py).
+"""vLLM worker extension: takes new weights as bytes (actors/weights_payload.py) or from the
+weight broadcast group (actors/weight_broadcast.py), and hands back the entropies the engine
+recorded while sampling (actors/engine_entropy.py).
 
 vLLM mixes this class into its worker (`LLM(worker_extension_cls=...)`), so
 `self` is the vLLM worker. Bytes rather than tensors because when the engine
@@ -21,6 +22,19 @@ class WeightReceiver:
         from actors.weights_payload import decode_weights
 
         state_dict = decode_weights(payload)
+        self.reload_weights(weights_iterator=iter(state_dict.items()), is_checkpoint_format=True)
+        return len(state_dict)
+
+    def hintflow_join_weight_group(self, address: str, port: int, rank: int, world_size: int) -> None:
+        from actors.weight_broadcast import open_group
+
+        self.hintflow_weight_group = open_group(address, port, rank, world_size, self.device)
+
+    def hintflow_receive_weights(self) -> int:
+        from actors.weight_broadcast import receive_payload
+        from actors.weights_payload import decode_weights_buffer
+
+        state_dict = decode_weights_buffer(receive_payload(self.hintflow_weight_group, self.device))
         self.reload_weights(weights_iterator=iter(state_dict.items()), is_checkpoint_format=True)
         return len(state_dict)
 

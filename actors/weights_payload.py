@@ -28,6 +28,7 @@ SAFETENSORS_DTYPES = {
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
     torch.bool: "BOOL",
 }
+TORCH_DTYPES_BY_NAME = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
 
 
 class SafetensorsWriter:
@@ -80,11 +81,27 @@ def encode_weights(state_dict: dict[str, torch.Tensor]) -> bytearray:
 
 
 def decode_weights(payload: bytes | bytearray) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
+    """Every tensor of a payload, aliases included, as views into one writable copy of it."""
+    return decode_weights_buffer(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
 
-    state_dict = load(bytes(payload))
-    header_length = int.from_bytes(payload[:8], "little")
-    metadata = json.loads(bytes(payload[8 : 8 + header_length])).get("__metadata__") or {}
+
+def decode_weights_buffer(buffer: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every tensor of a payload held as a uint8 tensor on any device, as views into it where aligned.
+
+    Aliases name the same view as their owner, so tied weights stay one tensor.
+    """
+    header_length = int.from_bytes(buffer[:8].cpu().numpy().tobytes(), "little")
+    header = json.loads(buffer[8 : 8 + header_length].cpu().numpy().tobytes())
+    metadata = header.pop("__metadata__", None) or {}
+    data = buffer[8 + header_length :]
+    state_dict = {}
+    for name, entry in header.items():
+        start, end = entry["data_offsets"]
+        dtype = TORCH_DTYPES_BY_NAME[entry["dtype"]]
+        raw = data[start:end]
+        if start % torch.empty((), dtype=dtype).element_size():
+            raw = raw.clone()  # a view of another dtype must start on a multiple of its element size
+        state_dict[name] = raw.view(dtype).view(entry["shape"])
     for alias, owner in json.loads(metadata.get(ALIASES_KEY, "{}")).items():
         state_dict[alias] = state_dict[owner]
     return state_dict

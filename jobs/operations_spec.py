@@ -13,10 +13,12 @@ from jobs.spec_base import Section
 
 
 class SyncSpec(Section):
-    method: Literal["object_store"] = Field(
+    method: Literal["object_store", "broadcast"] = Field(
         "object_store",
         description="How learner weights reach the rollout engines. object_store: safetensors bytes "
-        "through the Ray object store into a vLLM worker extension (works on CPU and GPU).",
+        "through the Ray object store into a vLLM worker extension (works on CPU and GPU). broadcast: the "
+        "same bytes from learner rank 0 over a process group of its own to every engine and CLL replica "
+        "(gloo on CPU, NCCL on GPU; engines on GPUs of their own, not colocated with a learner rank).",
     )
 
 
