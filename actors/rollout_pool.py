@@ -229,7 +229,8 @@ class RolloutPool:
                               timeout_s=timeout_s)
         return sum(size for size in received.values() if size is not None)
 
-    def _current_weights(self) -> ray.ObjectRef | None:
+    def current_weights(self) -> ray.ObjectRef | None:
+        """The weights the engines hold, in the object store (None: the model they started from)."""
         if self.weights is None and self.fetch_weights is not None:
             self.weights = self.fetch_weights()  # kept, like a pushed reference, until the next push
         return self.weights
@@ -298,7 +299,7 @@ class RolloutPool:
             self.retired.add(self.workers[index]._actor_id.hex())
             worker = self.workers[index] = self._start(index)
             self.replaced += 1
-            weights = self._current_weights()
+            weights = self.current_weights()
             if weights is None:
                 caught_up = worker.__ray_ready__.remote()
             else:

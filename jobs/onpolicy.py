@@ -262,7 +262,7 @@ def run_onpolicy(
             progress.end(metrics)
             if evaluation:
                 if evaluation.due(iteration):
-                    evaluation.start(iteration, rollout.weights if rollout else learners.export_weights())
+                    evaluation.start(iteration, rollout.current_weights() if rollout else learners.export_weights())
                 evaluation.collect()
 
         if not stop.requested:

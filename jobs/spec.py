@@ -303,6 +303,10 @@ class JobSpec(Section):
         if self.pairs_demonstrations_with_own_samples:
             raise ValueError(f"algorithm {self.algorithm} pairs each demonstration with the current policy's own "
                              "samples; rollout.max_policy_lag must be 0")
+        if self.sync.method == "broadcast":
+            # A worker replaced while the learners train would have to fetch weights they are changing.
+            raise ValueError("sync.method broadcast does not run with rollout.max_policy_lag > 0 yet; "
+                             "use sync.method object_store")
         return self
 
     @model_validator(mode="after")

@@ -64,6 +64,10 @@ MALFORMED = {
         "algorithm: fsft\nrollout:\n  temperature: 0.7\n",
         ["algorithm fsft", "rollout.temperature and rollout.top_p must be 1", "0.7"],
     ),
+    "broadcast with asynchronous generation": (
+        "sync:\n  method: broadcast\nrollout:\n  max_policy_lag: 1\n",
+        ["sync.method broadcast", "rollout.max_policy_lag > 0", "object_store"],
+    ),
     "fsft divergence": ("algorithm: fsft\ntrain:\n  fsft:\n    divergence: kl\n", ["train.fsft.divergence", "'hellinger'", "'kl'"]),
     "offline with a sampler reference": (
         "algorithm: dpo\npreference:\n  source: dataset\n  reference: sampler\n",

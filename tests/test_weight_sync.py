@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from actors.learner_group import LearnerGroup
 from actors.rollout_pool import RolloutPool
-from actors.weight_sync import make_weight_sync
+from actors.weight_sync import BroadcastWeightSync, ObjectStoreWeightSync, make_weight_sync
 from jobs.data import Prompt, PromptStream, load_prompts
 from jobs.run import actor_env_vars
 from jobs.spec import validate_spec
@@ -36,23 +36,17 @@ def max_diff(a: list[float], b: list[float]) -> float:
 
 
 @pytest.mark.parametrize(
-    "engine_in_own_process, tied, zero_stage, lora, method",
-    [
-        (False, False, 2, False, "object_store"),
-        (True, False, 2, True, "object_store"),
-        (False, True, 3, False, "object_store"),
-        (False, False, 2, True, "broadcast"),
-        (True, True, 3, False, "broadcast"),
-    ],
+    "engine_in_own_process, tied, zero_stage, lora",
+    [(False, False, 2, False), (True, False, 2, True), (False, True, 3, False)],
     # ZeRO-3 with tied embeddings: the gather must send the shared matrix once and the engine tie it again.
     # LoRA: the learner trains adapters, the engine must get base + B·A.
-    # broadcast (gloo here): the same payload over a process group; pushed twice, so the group is reused.
-    ids=["engine-in-actor", "engine-in-subprocess-lora", "tied-embeddings-zero3",
-         "broadcast-engine-in-actor-lora", "broadcast-engine-in-subprocess-tied-zero3"],
+    ids=["engine-in-actor", "engine-in-subprocess-lora", "tied-embeddings-zero3"],
 )
 def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
-    local_ray, request, engine_in_own_process, tied, zero_stage, lora, method
+    local_ray, request, engine_in_own_process, tied, zero_stage, lora
 ):
+    """The object-store path, then the broadcast path (gloo here) twice on the same actors: the second
+    broadcast goes through the group the first one formed."""
     from transformers import AutoTokenizer
 
     tiny_model = request.getfixturevalue("tiny_tied_model" if tied else "tiny_model")
@@ -70,7 +64,6 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
             "learner": {"ranks": 2, "zero_stage": zero_stage, "zero_options": {"stage3_param_persistence_threshold": 0}},
             "model": {"lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]} if lora else None},
             "train": {"lr": 1e-2, "micro_batch_size": 4, "warmup_ratio": 0.0, "lr_schedule": "constant"},
-            "sync": {"method": method},
         }
     )
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -99,9 +92,7 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
         long_prompt = Prompt(index=0, text="", token_ids=tuple((probe * 20)[:300]), row={})
         rollout.generate([long_prompt], iteration=0)
 
-        sync = make_weight_sync(spec.sync)
-        pushed = sync.push(learners, rollout)
-        assert pushed.get("sync_broadcast_fallbacks", 0) == 0, pushed
+        pushed = ObjectStoreWeightSync().push(learners, rollout)
         engine_synced = ray.get(worker.prompt_logprobs.remote(probe), timeout=120)
         assert max_diff(engine_synced, learner_after) < TOLERANCE
         assert pushed["sync_seconds"] > 0
@@ -112,15 +103,24 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
         # The CLL replica never caches; it agrees with the engine only if the engine's cache was reset.
         assert generation["engine_scorer_logprob_max_diff"] < TOLERANCE
 
-        if method == "broadcast":  # a second push goes through the group formed by the first
-            learners.train(samples, iteration=1)
-            learner_again = learners.sequence_logprobs(probe)
-            assert max_diff(learner_again, learner_after) > 1e-3
-            again = sync.push(learners, rollout)
-            assert again["sync_broadcast_fallbacks"] == 0, again
-            assert max_diff(ray.get(worker.prompt_logprobs.remote(probe), timeout=120), learner_again) < TOLERANCE
-            _, generation = rollout.generate([long_prompt], iteration=1)
-            assert generation["engine_scorer_logprob_max_diff"] < TOLERANCE
+        broadcast = BroadcastWeightSync()
+        learner_before = learner_after
+        for iteration in (1, 2):
+            learners.train(samples, iteration=iteration)
+            learner_now = learners.sequence_logprobs(probe)
+            assert max_diff(learner_now, learner_before) > 1e-3
+            pushed = broadcast.push(learners, rollout)
+            assert pushed["sync_broadcast_fallbacks"] == 0, pushed
+            assert pushed["sync_bytes"] >= len(rollout.workers) * 4 * parameters
+            assert max_diff(ray.get(worker.prompt_logprobs.remote(probe), timeout=120), learner_now) < TOLERANCE
+            _, generation = rollout.generate([long_prompt], iteration=iteration)
+            assert generation["engine_scorer_logprob_max_diff"] < TOLERANCE  # the replica got them too
+            learner_before = learner_now
     finally:
         rollout.shutdown()
         learners.shutdown()
+
+
+def test_the_spec_picks_the_transport():
+    assert isinstance(make_weight_sync(validate_spec({}).sync), ObjectStoreWeightSync)
+    assert isinstance(make_weight_sync(validate_spec({"sync": {"method": "broadcast"}}).sync), BroadcastWeightSync)
