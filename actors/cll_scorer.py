@@ -12,9 +12,11 @@ Since rollout.cll_from: engine (the default) the engine records the entropies wh
 only one sample per worker and iteration, as the check, plus anything the engine could not
 record. Cost: one extra copy of the policy weights per rollout worker. Each sample's
 `engine_logprobs` (vLLM's own log p of the sampled tokens) is checked against
-the replica's. Their largest difference is reported as
-`engine_scorer_logprob_max_diff`, so any drift between the two shows up in
-the metrics.
+the replica's, token by token: the mean, p99 and largest absolute difference over an
+iteration's checked tokens are `engine_scorer_logprob_{mean,p99,max}_diff`
+(`logprob_gap_metrics`), so drift between the two shows up in the metrics. On CPU in
+float32 they agree to ~1e-6; in bf16 on a GPU the largest gap was 0.6-1.5 nats, and the
+mean and p99 say whether that is one token or many.
 """
 
 from __future__ import annotations
@@ -24,6 +26,18 @@ import torch
 from actors.batching import Sample, collate_samples, response_stats
 from losses.cll import centered_log_likelihood, sequence_cll
 from losses.token_stats import TokenStats, sequence_logps
+
+
+def logprob_gap_metrics(gaps: list[float]) -> dict[str, float]:
+    """Mean, p99 and max of per-token |engine − replica| log-prob gaps (all 0 when nothing was checked)."""
+    if not gaps:
+        return {f"engine_scorer_logprob_{name}_diff": 0.0 for name in ("mean", "p99", "max")}
+    values = torch.tensor(gaps, dtype=torch.float64)
+    return {
+        "engine_scorer_logprob_mean_diff": float(values.mean()),
+        "engine_scorer_logprob_p99_diff": float(torch.quantile(values, 0.99)),
+        "engine_scorer_logprob_max_diff": float(values.max()),
+    }
 
 
 def record_cll(samples: list[Sample], stats: TokenStats) -> None:
@@ -72,9 +86,10 @@ class CLLScorer:
         self.model.load_state_dict(state_dict, strict=True)
 
     @torch.no_grad()
-    def score(self, samples: list[Sample]) -> float:
-        """Fill `token_cll`, `cll` and `sequence_logp` of each sample; return max |engine - replica| log-prob difference."""
-        max_diff = 0.0
+    def score(self, samples: list[Sample]) -> list[float]:
+        """Fill `token_cll`, `cll` and `sequence_logp` of each sample; return the per-token |engine − replica|
+        log-prob gaps of the samples that carry the engine's log-probs."""
+        gaps: list[float] = []
         # Length-sorted batches waste less compute on padding.
         order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
         for start in range(0, len(order), self.batch_size):
@@ -89,5 +104,5 @@ class CLLScorer:
                 if sample.engine_logprobs:
                     replica = stats.logprobs[row][valid]
                     engine = torch.tensor(sample.engine_logprobs, dtype=replica.dtype, device=replica.device)
-                    max_diff = max(max_diff, float((engine - replica).abs().max()))
-        return max_diff
+                    gaps.extend((engine - replica).abs().tolist())
+        return gaps

@@ -23,6 +23,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from actors import placement
 from actors.batching import Sample
+from actors.cll_scorer import logprob_gap_metrics
 from actors.rollout_worker import RolloutWorker, vllm_env_vars
 from actors.weight_broadcast import RANKS_PER_ROLLOUT_WORKER
 from jobs.data import Prompt
@@ -168,7 +169,7 @@ class RolloutPool:
             "generated_tokens": tokens,
             "gen_tokens_per_s": tokens / generate_seconds if generate_seconds else 0.0,
             "cll_seconds": max(s["cll_seconds"] for s in stats),
-            "engine_scorer_logprob_max_diff": max(s["engine_scorer_logprob_max_diff"] for s in stats),
+            **logprob_gap_metrics([gap for s in stats for gap in s["logprob_gaps"]]),
             **({"engine_replica_cll_max_diff": max(s["engine_replica_cll_max_diff"] for s in stats),
                 "cll_replica_fallbacks": sum(s["cll_replica_fallbacks"] for s in stats)}
                if "cll_replica_fallbacks" in stats[0] else {}),

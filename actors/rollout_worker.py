@@ -162,14 +162,14 @@ class RolloutWorker:
             keys = [key for p, param in zip(prompts, params) for key in entropy_keys(
                 param.extra_args[REQUEST_KEY], param.seed, rollout.samples_per_prompt)]
             on_replica, engine_check = self._cll_from_engine(samples, keys)
-        max_diff = self.scorer.score(on_replica) if on_replica else 0.0
+        gaps = self.scorer.score(on_replica) if on_replica else []
         return samples, {
             "cll_real_tokens": self.scorer.padding["real"] - padding_before["real"],
             "cll_computed_positions": self.scorer.padding["computed"] - padding_before["computed"],
             "generate_seconds": generate_seconds,
             "generated_tokens": sum(len(s.response_token_ids) for s in samples),
             "cll_seconds": time.perf_counter() - started,
-            "engine_scorer_logprob_max_diff": max(max_diff, engine_check.pop("logprob_max_diff", 0.0)),
+            "logprob_gaps": gaps + engine_check.pop("logprob_gaps", []),  # the pool summarises them
             **engine_check,
         }
 
@@ -195,7 +195,7 @@ class RolloutWorker:
         if scored:
             record_cll(scored, engine_token_stats(scored, entropies))
             probe = dataclasses.replace(scored[0], token_cll=[], cll={}, sequence_logp=None)
-            check["logprob_max_diff"] = self.scorer.score([probe])
+            check["logprob_gaps"] = self.scorer.score([probe])
             check["engine_replica_cll_max_diff"] = max(
                 (abs(a - b) for a, b in zip(probe.token_cll, scored[0].token_cll)), default=0.0
             )

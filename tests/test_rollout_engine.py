@@ -28,7 +28,7 @@ import dataclasses
 copies = [dataclasses.replace(s, token_cll=[], cll={}, sequence_logp=None) for s in samples]
 worker.scorer.score(copies)
 cll_diff = max(abs(a - b) for s, c in zip(samples, copies) for a, b in zip(s.token_cll, c.token_cll, strict=True))
-print("RESULT=" + json.dumps({"samples": len(samples), "diff": stats["engine_scorer_logprob_max_diff"],
+print("RESULT=" + json.dumps({"samples": len(samples), "diff": max(stats["logprob_gaps"]),
                               "fallbacks": stats["cll_replica_fallbacks"], "cll_diff": cll_diff}))
 """
 
