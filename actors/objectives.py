@@ -22,6 +22,7 @@ from losses.rpo import rpo_loss
 from losses.sft import sft_loss
 from losses.simpo import simpo_loss
 from losses.token_stats import TokenStats, sequence_logps
+from losses.truncated_is import sampler_token_logprobs, truncated_importance_weights
 
 
 def sample_objective(
@@ -44,9 +45,15 @@ def sample_objective(
             divergence=spec.train.fdpg.divergence, sampler_logps=per_sample("sequence_logp"),
         )
         return loss, {**metrics, "num_tokens": lengths.sum(), "weight": torch.tensor(float(len(samples)))}
+    token_weights, is_metrics = None, {}
+    if spec.train.truncated_is_cap is not None:
+        sampler = sampler_token_logprobs([s.engine_logprobs for s in samples], stats.logprobs, stats.mask)
+        token_weights, is_metrics = truncated_importance_weights(
+            stats.logprobs, sampler, stats.mask, spec.train.truncated_is_cap
+        )
     if spec.algorithm == "idft":
         idft = spec.train.idft
-        return idft_loss(
+        loss, metrics = idft_loss(
             stats.logprobs,
             centered_log_likelihood(stats),
             stats.mask,
@@ -54,8 +61,11 @@ def sample_objective(
             gamma_min=idft.gamma_min,
             gamma_max=idft.gamma_max,
             lam=idft_lambda(progress, idft.warmup_ratio, idft.transition_ratio),
+            token_weights=token_weights,
         )
-    return sft_loss(stats.logprobs, stats.mask)
+    else:
+        loss, metrics = sft_loss(stats.logprobs, stats.mask, token_weights)
+    return loss, {**metrics, **is_metrics}
 
 
 def pair_objective(

@@ -326,6 +326,13 @@ class JobSpec(Section):
         return self
 
     @model_validator(mode="after")
+    def _truncated_is_on_token_losses(self) -> "JobSpec":
+        if self.train.truncated_is_cap is not None and self.algorithm not in ("sft", "idft"):
+            raise ValueError(f"train.truncated_is_cap weighs the token losses of sft and idft; algorithm "
+                             f"{self.algorithm} has none: leave it unset")
+        return self
+
+    @model_validator(mode="after")
     def _samples_drawn_from_the_policy(self) -> "JobSpec":
         # fdpg weighs each sample by pi(x) / q(x) with q the policy; fsft averages its penalty over the policy.
         if self.algorithm in ("fdpg", "fsft") and (self.rollout.temperature != 1.0 or self.rollout.top_p != 1.0):

@@ -86,6 +86,10 @@ class TrainSpec(Section):
     micro_batch_size: int = Field(4, ge=1, description="Sequences per rank per forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1)
     epochs_per_iteration: int = Field(1, ge=1, description="Passes over each iteration's samples.")
+    truncated_is_cap: Optional[float] = Field(
+        None, ge=1, description="sft/idft: weigh each sampled token's loss by min(pi / pi_sampler, cap), the sampler "
+        "being the engine that generated it (bf16 mismatch, rollout.max_policy_lag); null: no weighting.",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, same losses and gradients."
     )

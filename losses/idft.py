@@ -44,6 +44,7 @@ def idft_loss(
     gamma_max: float = 2.0,
     lam: float = 1.0,
     fixed_gamma: float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IDFT loss, token-mean over valid tokens.
 
@@ -63,6 +64,8 @@ def idft_loss(
             gamma = 1 everywhere, i.e. DFT weighting, not plain SFT (the
             authors' trainer behaves the same during its warmup).
         fixed_gamma: overrides gamma everywhere (0 -> plain SFT, 1 -> DFT).
+        token_weights: optional [B, T] detached per-token weights multiplying l_t
+            (losses/truncated_is.py).
 
     Returns:
         loss: 0-dim tensor.
@@ -88,11 +91,12 @@ def idft_loss(
         # loss and the metrics (0 * nan would still be nan).
         gamma = torch.where(mask, gamma, torch.zeros_like(gamma))
         weight = torch.where(mask, p.pow(gamma), torch.zeros_like(p))
+        applied = weight if token_weights is None else weight * token_weights
 
     # where() so masked positions (possibly -inf log-probs) cannot leak nan.
     logprobs = logprobs.float()
     nll_tok = torch.where(mask, -logprobs, torch.zeros_like(logprobs))
-    loss = (weight * nll_tok).sum() / denom
+    loss = (applied * nll_tok).sum() / denom
 
     metrics = {
         "nll": nll_tok.detach().sum() / denom,

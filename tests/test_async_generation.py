@@ -15,12 +15,15 @@ from transformers import AutoModelForCausalLM
 from tests.conftest import ONPOLICY_ARGS, independent_token_stats, read_jsonl, run_cli
 
 pytestmark = pytest.mark.integration
+IS_CAP = 1.5
 
 
 @pytest.fixture(scope="module")
 def async_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("async")
-    result = run_cli(*ONPOLICY_ARGS, "--output-dir", str(out), "--set", "rollout.max_policy_lag=1")
+    # Truncated IS rides along: lagged samples are where its weights leave 1.
+    result = run_cli(*ONPOLICY_ARGS, "--output-dir", str(out), "--set", "rollout.max_policy_lag=1",
+                     "--set", f"train.truncated_is_cap={IS_CAP}")
     assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return out
 
@@ -78,3 +81,14 @@ def test_bound_zero_is_the_synchronous_run_and_iteration_0_agrees(async_run, onp
     sync_second = read_jsonl(sync_out / "samples" / "iter-1.jsonl")
     async_second = read_jsonl(async_run / "samples" / "iter-1.jsonl")
     assert [s["response_token_ids"] for s in async_second] != [s["response_token_ids"] for s in sync_second]
+
+
+def test_truncated_importance_weights_correct_the_lag(async_run):
+    """Lagged samples were drawn by weights one update old: their token ratios to the trained policy
+    leave 1, and the weights the loss used are the truncated ones."""
+    rows = training_rows(async_run)
+    for row in rows:
+        assert 0.0 <= row["is_truncated_fraction"] <= 1.0
+        assert row["is_weight_mean"] > 0
+    lagged = [row for row in rows if row["policy_lag_max"] > 0]
+    assert lagged and all(abs(row["is_weight_mean"] - 1.0) > 1e-3 for row in lagged), [r["is_weight_mean"] for r in rows]

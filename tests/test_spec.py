@@ -68,6 +68,10 @@ MALFORMED = {
         "sync:\n  method: broadcast\nrollout:\n  max_policy_lag: 1\n",
         ["sync.method broadcast", "rollout.max_policy_lag > 0", "object_store"],
     ),
+    "truncated IS on pairs": (
+        "algorithm: dpo\nreward:\n  sources: [{kind: math_answer}]\ntrain:\n  truncated_is_cap: 2\n",
+        ["train.truncated_is_cap", "sft and idft", "dpo"],
+    ),
     "fsft divergence": ("algorithm: fsft\ntrain:\n  fsft:\n    divergence: kl\n", ["train.fsft.divergence", "'hellinger'", "'kl'"]),
     "offline with a sampler reference": (
         "algorithm: dpo\npreference:\n  source: dataset\n  reference: sampler\n",
