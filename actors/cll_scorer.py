@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from actors.batching import Sample, collate_samples, response_stats
+from actors.float32_head import use_float32_head
 from losses.cll import centered_log_likelihood, sequence_cll
 from losses.token_stats import TokenStats, sequence_logps
 
@@ -68,13 +69,15 @@ def engine_token_stats(samples: list[Sample], entropies: list[list[float]]) -> T
 class CLLScorer:
     def __init__(
         self, model_path: str, dtype: torch.dtype, device: str, batch_size: int, pad_id: int,
-        trust_remote_code: bool = False,
+        trust_remote_code: bool = False, float32_head: bool = False,
     ):
         from transformers import AutoModelForCausalLM
 
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=dtype, trust_remote_code=trust_remote_code
         ).to(device).eval()
+        if float32_head:
+            use_float32_head(self.model)
         self.device = device
         self.batch_size = batch_size
         self.pad_id = pad_id

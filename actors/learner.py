@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from actors.batching import Pair, Sample, collate_pairs, collate_samples, response_stats, teacher_forced_logprobs
+from actors.float32_head import use_float32_head
 from actors.full_weights import full_weights, plain_model
 from actors.objectives import pair_objective, sample_objective
 from actors.process_memory import peak_rss_mb, reset_peak_rss
@@ -158,6 +159,8 @@ class Learner:
             self.reference = AutoModelForCausalLM.from_pretrained(
                 self.model_path, **load_options(self.spec)
             ).to(self.device).eval().requires_grad_(False)
+            if self.spec.model.lm_head_dtype == "float32":
+                use_float32_head(self.reference)
         # Loading has a one-off peak of its own (a full state dict on every rank, DeepSpeed flattening
         # the parameters): reported apart, and the training peak counts from here.
         self.setup_peak_memory_mb = self.peak_memory_mb()

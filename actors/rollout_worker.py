@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from actors.batching import Sample
 from actors.cll_scorer import CLLScorer, engine_token_stats, record_cll
+from actors.float32_head import engine_head_options
 from actors.trainable_model import TORCH_DTYPES
 from actors.vllm_weight_receiver import WORKER_EXTENSION
 from actors.weight_broadcast import open_group, receive_payload
@@ -101,13 +102,14 @@ class RolloutWorker:
             trust_remote_code=spec.model.trust_remote_code,
             **engine_logits_processors(spec),
             **cpu_engine_workarounds(spec),
+            **engine_head_options(spec.model.lm_head_dtype),
         )
         tokenizer = self.llm.get_tokenizer()
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.scorer_device = "cuda" if spec.rollout.gpus_per_worker > 0 else "cpu"
         self.scorer = CLLScorer(
             model_path, TORCH_DTYPES[spec.model.dtype], self.scorer_device, spec.rollout.cll_batch_size, pad_id,
-            trust_remote_code=spec.model.trust_remote_code,
+            trust_remote_code=spec.model.trust_remote_code, float32_head=spec.model.lm_head_dtype == "float32",
         )
         # vLLM's first request pays one-time set-up; keep it out of iteration 0's gen_tokens_per_s.
         self.prompt_logprobs([pad_id, pad_id])

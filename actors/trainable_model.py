@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from actors.float32_head import use_float32_head
 from jobs.errors import SpecError
 from jobs.spec import JobSpec
 
@@ -56,6 +57,8 @@ def load_trainable_model(spec: JobSpec, model_path: str, resume_from: str | None
     lora = spec.model.lora
     weights = model_path if lora or not resume_from else resume_from
     model = AutoModelForCausalLM.from_pretrained(weights, **load_options(spec))
+    if spec.model.lm_head_dtype == "float32":
+        use_float32_head(model)
     if spec.train.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad, so it works under frozen LoRA bases too.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

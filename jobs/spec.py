@@ -43,6 +43,11 @@ class ModelSpec(Section):
         "Off unless you trust the repo.",
     )
     lora: Optional[LoraSpec] = Field(None, description="Train LoRA adapters instead of every weight; null: full fine-tuning.")
+    lm_head_dtype: Literal["model", "float32"] = Field(
+        "model",
+        description="float32: the output projection runs in float32 in the engine (vLLM's head_dtype), the CLL "
+        "replica and the learner, all three: the bf16 head is the main source of engine-vs-trainer log-prob gaps.",
+    )
 
 
 class DataSpec(Section):
