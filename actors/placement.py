@@ -72,12 +72,14 @@ class Layout:
     bundles: list[dict[str, float]] = field(default_factory=list)
     # Actor label -> its bundle index; None for an actor that asks for no resources at all.
     slots: dict[str, int | None] = field(default_factory=dict)
+    # Actor label -> what it asks for itself (its share of its bundle).
+    requests: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ray_strategy(self) -> str:
         return STRATEGIES[self.strategy]
 
-    def members(self, bundle: int) -> list[str]:
+    def members(self, bundle: int | None) -> list[str]:
         return [name for name, slot in self.slots.items() if slot == bundle]
 
     def add(self, requests: dict[str, dict[str, float]]) -> None:
@@ -97,8 +99,24 @@ class Layout:
         slot = len(self.bundles) if total else None
         if total:
             self.bundles.append(total)
-        for name in requests:
+        for name, request in requests.items():
             self.slots[name] = slot
+            self.requests[name] = request
+
+    def total(self, resource: str) -> float:
+        return sum(bundle.get(resource, 0.0) for bundle in self.bundles)
+
+    def lines(self) -> list[str]:
+        """One line per bundle, its actors and their shares; then the actors placed outside the group."""
+        lines = [
+            f"bundle {i} ({describe(bundle)}): "
+            + " + ".join(f"{name} ({describe(self.requests[name])})" for name in self.members(i))
+            for i, bundle in enumerate(self.bundles)
+        ]
+        unplaced = self.members(None)
+        if unplaced:
+            lines.append(f"no bundle (asks for nothing; Ray places it): {', '.join(unplaced)}")
+        return lines
 
 
 def layout(spec: JobSpec) -> Layout:

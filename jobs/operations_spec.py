@@ -5,7 +5,7 @@ checkpoints, faults, placement. Most of them may change when a run is resumed
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -57,3 +57,13 @@ class PlacementSpec(Section):
         description="Rollout worker i and learner rank i share one bundle (time-sharing the same cores or GPU); "
         "false gives every actor its own.",
     )
+    # Ray tells the cluster's size only once it runs; these say it before, so a GPU layout
+    # that cannot fit is refused in seconds (jobs/gpu_checks.py), not after the actors start.
+    gpus_per_node: Optional[int] = Field(
+        None,
+        ge=0,
+        description="GPUs on each node of the cluster the job is written for; null: not said, and only Ray's own "
+        "count is checked, once it runs. Set, the job is refused before Ray starts when one bundle needs more GPUs "
+        "than a node has, or all bundles more than placement.nodes x placement.gpus_per_node.",
+    )
+    nodes: int = Field(1, ge=1, description="Nodes of the cluster the job is written for (with placement.gpus_per_node).")

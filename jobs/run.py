@@ -1,11 +1,12 @@
-"""Run a job spec: `python -m jobs.run SPEC [--output-dir DIR] [--set a.b=value ...]`.
+"""Run a job spec: `python -m jobs.run SPEC [--output-dir DIR] [--set a.b=value ...] [--check]`.
 
 Starts a local Ray, or joins the cluster named by RAY_ADDRESS (which is what
 `ray job submit` sets), then runs the recipe the spec's `algorithm` selects.
 Bad input ends the run with one line on stderr naming what is wrong, and a
 non-zero exit: 2 for a bad spec, 1 for anything else. Ctrl-C or SIGTERM stops
 at the next safe point with a checkpoint, prints the command that resumes the
-run, and exits 130 or 143 (jobs/stop_signals.py).
+run, and exits 130 or 143 (jobs/stop_signals.py). GPU layouts that cannot work are refused
+before Ray starts (jobs/gpu_checks.py); `--check` stops right after those checks.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from jobs import builtin
 from jobs.checkpoints import Checkpoint, CheckpointStore
 from jobs.errors import HintflowError, ModelError, SpecError
+from jobs.gpu_checks import check_gpu_spec
 from jobs.progress import summary
 from jobs.resume import resume_point, spec_changes
 from jobs.spec import JobSpec, is_builtin, load_spec
@@ -52,6 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a spec field, e.g. --set train.lr=1e-5 (repeatable)",
+    )
+    parser.add_argument(
+        "--check", action="store_true",
+        help="validate the spec, refuse what cannot work on its GPUs, print the resolved placement and exit; "
+        "starts no Ray and needs no GPU",
     )
     return parser.parse_args(argv)
 
@@ -255,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = None
     try:
         spec = load_spec(args.spec, args.overrides)
+        checked = check_gpu_spec(spec)
+        if args.check:
+            print(f"spec {args.spec}: valid ({spec.name}, algorithm {spec.algorithm}, rollout.mode "
+                  f"{spec.rollout.mode}); --check starts nothing", *checked, sep="\n", flush=True)
+            return 0
         resume, changes = None, None
         if args.resume:
             output_dir, resume = resume_point(args.resume)

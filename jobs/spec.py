@@ -35,7 +35,11 @@ class ModelSpec(Section):
         "builtin:tiny-llama",
         description="Local HF folder, hub id, or builtin:tiny-llama (built on the fly, nothing downloaded).",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="bfloat16 on GPUs needs compute capability 8.0 or newer; a driver that sees such a GPU refuses "
+        "it before Ray starts (jobs/gpu_checks.py).",
+    )
     max_model_len: int = Field(512, gt=8, description="Prompt + response tokens, for vLLM and the learner.")
     trust_remote_code: bool = Field(
         False,
@@ -89,9 +93,21 @@ class DataSpec(Section):
 class EngineSpec(Section):
     """vLLM engine settings that differ between a laptop CPU and a GPU node."""
 
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    gpu_memory_utilization: Optional[float] = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of the whole GPU's memory the vLLM engine takes. null: 3/4 of the worker's own share "
+        "(0.75 x min(rollout.gpus_per_worker, 1); 0.3 at 0.4 GPU), so the engine stays inside its share: the "
+        "rest of that share holds the CLL replica and the CUDA context, and the device's other shares stay free "
+        "for a colocated learner rank or another worker. 0.5 on CPU, where vLLM ignores it.",
+    )
     cpu_kv_cache_gib: float = Field(1.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU workers.")
-    enforce_eager: bool = True
+    enforce_eager: Optional[bool] = Field(
+        None,
+        description="true: no CUDA graphs. null: false on a GPU engine (rollout.gpus_per_worker > 0; graphs made "
+        "generation 2.5-3x faster on an H100) and true on CPU.",
+    )
     multiprocessing: bool = Field(
         False, description="Run the vLLM engine core in its own process (vLLM's default); False keeps it in the actor."
     )
@@ -165,6 +181,17 @@ class RolloutSpec(Section):
     )
     engine: EngineSpec = Field(default_factory=EngineSpec)
     hinted: HintedSpec = Field(default_factory=HintedSpec)
+
+    @model_validator(mode="after")
+    def _engine_defaults_follow_the_device(self) -> "RolloutSpec":
+        # The one place the device-aware defaults are resolved: the engine, --check and the
+        # saved spec all see the same values (rules in the EngineSpec field descriptions).
+        engine, gpus = self.engine, self.gpus_per_worker
+        if engine.enforce_eager is None:
+            engine.enforce_eager = gpus == 0
+        if engine.gpu_memory_utilization is None:
+            engine.gpu_memory_utilization = max(0.01, round(0.75 * min(gpus, 1), 3)) if gpus > 0 else 0.5
+        return self
 
 
 class PreferenceSpec(Section):
