@@ -47,5 +47,5 @@ class EvalSpec(Section):
     max_wait_seconds: float = Field(
         0, ge=0,
         description="The eval runs beside training on the weights of its iteration. When the next one is due and "
-        "the last is still running, wait at most this long, then skip the new one (counted as eval_skipped).",
+        "the last is still running, wait at most this long, then skip the new one (counted as eval_skipped). The last iteration's eval always waits.",
     )

@@ -82,8 +82,10 @@ class Evaluation:
 
     def start(self, iteration: int, weights: ray.ObjectRef | None) -> None:
         """Evaluate the weights of `iteration` (None: what the eval engine holds, i.e. the starting weights)."""
+        # The eval of the last iteration is never skipped: no training is left to overlap with it.
+        final = iteration == self.spec.iterations - 1
         if self.running:
-            self.collect(wait_seconds=self.spec.eval.max_wait_seconds)
+            self.collect(wait_seconds=None if final else self.spec.eval.max_wait_seconds)
         if self.running:
             self.skipped += 1
             self.progress.note(f"eval of iteration {iteration} skipped: the eval of iteration {self.running[0]} "
