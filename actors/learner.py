@@ -67,6 +67,15 @@ def deepspeed_config(spec: JobSpec) -> dict:
     }
 
 
+def inference_config(training_config: dict) -> dict:
+    """The DeepSpeed config of a frozen ZeRO-3 model (the reference): sharded like the policy, no optimizer."""
+    optimizer_keys = ("gradient_clipping", "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer")
+    frozen = {k: v for k, v in training_config.items() if k not in optimizer_keys}
+    frozen["zero_optimization"] = {k: v for k, v in training_config["zero_optimization"].items()
+                                   if k != "offload_optimizer"}
+    return frozen
+
+
 def micro_batches(items: list, size: int, multiple_of: int) -> list[list]:
     """Consecutive, near-equal, non-empty chunks of at most ~`size` items; their count is a multiple of `multiple_of`.
 
@@ -154,13 +163,17 @@ class Learner:
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
         self.reference = None
         if self.spec.uses_initial_reference and not self.spec.model.lora:
-            # A frozen copy of the starting weights: only ever read, never handed to DeepSpeed.
-            # (With LoRA the reference is free: the same model with its adapters switched off.)
-            self.reference = AutoModelForCausalLM.from_pretrained(
-                self.model_path, **load_options(self.spec)
-            ).to(self.device).eval().requires_grad_(False)
+            # A frozen copy of the starting weights, only ever read. (With LoRA the reference is free: the
+            # same model with its adapters switched off.) Under ZeRO-3 it loads sharded like the policy (the
+            # marker is alive), and a DeepSpeed engine without an optimizer gathers a layer at a time for its
+            # forward: no rank holds a whole second model.
+            reference = AutoModelForCausalLM.from_pretrained(self.model_path, **load_options(self.spec))
             if self.spec.model.lm_head_dtype == "float32":
-                use_float32_head(self.reference)
+                use_float32_head(reference)
+            reference.eval().requires_grad_(False)
+            if self.zero3:
+                reference, _, _, _ = deepspeed.initialize(model=reference, config=inference_config(config))
+            self.reference = reference.to(self.device) if not self.zero3 else reference
         # Loading has a one-off peak of its own (a full state dict on every rank, DeepSpeed flattening
         # the parameters): reported apart, and the training peak counts from here.
         self.setup_peak_memory_mb = self.peak_memory_mb()
@@ -169,19 +182,29 @@ class Learner:
         else:
             reset_peak_rss()
 
-    def reference_logps(self, items: list[Pair] | list[Sample]) -> list[tuple[float, float]] | list[float]:
-        """Summed response log-probs under the frozen initial model: (chosen, rejected) per pair, one per sample."""
+    def reference_logps(self, items: list[Pair] | list[Sample], forwards: int = 0) -> list[tuple[float, float]] | list[float]:
+        """Summed response log-probs under the frozen initial model: (chosen, rejected) per pair, one per sample.
+
+        Under ZeRO-3 a forward is collective (each layer is gathered from every rank), so every rank runs
+        `forwards` of them: the busiest rank's count, made up with a two-token stand-in where this rank
+        has fewer items (or none).
+        """
         results = []
         lora = self.reference is None
         model = self.engine.module.eval() if lora else self.reference
-        for chunk in micro_batches(items, self.spec.train.micro_batch_size, 1):
-            with torch.no_grad(), model.disable_adapter() if lora else contextlib.nullcontext():
+        chunks = micro_batches(items, self.spec.train.micro_batch_size, 1)
+        with torch.no_grad(), model.disable_adapter() if lora else contextlib.nullcontext():
+            for chunk in chunks:
                 if isinstance(chunk[0], Pair):
                     logps, _ = pair_logps(model, chunk, self.pad_id, self.device)
                     results += list(zip(logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()))
                 else:
                     logps, _ = sequence_logps(response_stats(model, collate_samples(chunk, self.pad_id).to(self.device)))
                     results += logps.tolist()
+            for _ in range(forwards - len(chunks)):
+                model(input_ids=torch.full((1, 2), self.pad_id, device=self.device))
+        if self.zero3:  # a forward with no backward after it leaves the gathered layers whole
+            (self.engine if lora else self.reference).empty_partition_cache()
         return results
 
     # Each loss returns (loss, metrics, weight, (real tokens, token positions computed), per-item records).
@@ -316,10 +339,16 @@ class Learner:
         weights = None
         if not lora or lora.save_merged:
             weights = full_weights(self.engine.module, self.zero3, keep=self.rank == 0)
+        if lora:
+            import deepspeed
+
+            # Under ZeRO-3 the adapters are sharded too: every rank joins the gather, rank 0 writes them.
+            adapters = [p for p in self.engine.module.parameters() if p.requires_grad] if self.zero3 else []
+            with deepspeed.zero.GatheredParameters(adapters) if adapters else contextlib.nullcontext():
+                if self.rank == 0:
+                    self.engine.module.save_pretrained(directory)  # adapter_config.json + adapter_model.safetensors
+                    self._write_tokenizer(directory)
         if self.rank == 0:
-            if lora:
-                self.engine.module.save_pretrained(directory)  # adapter_config.json + adapter_model.safetensors
-                self._write_tokenizer(directory)
             if weights is not None:
                 model_folder = Path(directory) / MERGED if lora else Path(directory)
                 model_folder.mkdir(exist_ok=True)

@@ -134,11 +134,17 @@ class LearnerGroup:
         sample (`reference_logp`); returns seconds."""
         started = time.perf_counter()
         ranks = len(self.ranks)
-        shards = [shard for shard in (list(range(len(items)))[rank::ranks] for rank in range(ranks)) if shard]
+        shards = [list(range(len(items)))[rank::ranks] for rank in range(ranks)]
+        # Under ZeRO-3 every rank runs as many forwards as the busiest (they gather together); else only
+        # the ranks with items are asked.
+        zero3 = self.spec.learner.zero_stage == 3
+        forwards = max(-(-len(shard) // self.spec.train.micro_batch_size) for shard in shards) if zero3 else 0
+        asked = [(rank, shard) for rank, shard in zip(self.ranks, shards) if shard or zero3]
         results = self._on_every_rank(
-            [r.reference_logps.remote([items[i] for i in shard]) for r, shard in zip(self.ranks, shards)],
+            [rank.reference_logps.remote([items[i] for i in shard], forwards) for rank, shard in asked],
             "computing reference log-probs",
         )
+        shards = [shard for _, shard in asked]
         for shard, logps in zip(shards, results):
             for i, value in zip(shard, logps):
                 if isinstance(items[i], Pair):

@@ -60,6 +60,11 @@ def label(role: str, index: int | None = None) -> str:
     return role if index is None else f"{role} {index}"
 
 
+def role_of(name: str) -> str:
+    """The role of an actor label: "rollout worker 1" -> "rollout worker"."""
+    return next(r for r in (ROLLOUT, LEARNER, REWARD, EVAL) if name.startswith(r))
+
+
 def resources(cpus: float, gpus: float) -> dict[str, float]:
     """A bundle's resources, zero entries left out (Ray wants none of them)."""
     return {name: float(amount) for name, amount in (("CPU", cpus), ("GPU", gpus)) if amount > 0}
@@ -156,17 +161,14 @@ def phase_threads(spec: JobSpec, plan: Layout, bundle_nodes: dict[int, str], nod
     share = {ROLLOUT: spec.rollout.cpus_per_worker, LEARNER: spec.learner.cpus_per_rank,
              REWARD: spec.reward.cpus, EVAL: spec.eval.cpus}
 
-    def role(name: str) -> str:
-        return next(r for r in (ROLLOUT, LEARNER, REWARD, EVAL) if name.startswith(r))
-
     sharing: dict[tuple[str, str], int] = {}  # (node, phase) -> actors of that phase on that node
     for name, slot in plan.slots.items():
-        if role(name) in phase_of and slot is not None and slot in bundle_nodes:
-            key = (bundle_nodes[slot], phase_of[role(name)])
+        if role_of(name) in phase_of and slot is not None and slot in bundle_nodes:
+            key = (bundle_nodes[slot], phase_of[role_of(name)])
             sharing[key] = sharing.get(key, 0) + 1
     threads = {}
     for name, slot in plan.slots.items():
-        kind = role(name)
+        kind = role_of(name)
         node = bundle_nodes.get(slot) if slot is not None else None
         if fixed.get(kind):
             threads[name] = fixed[kind]

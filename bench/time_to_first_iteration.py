@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import sys
 
+from actors.placement import role_of
 from bench.job_runs import Bench, JobRun, machine_cores, ratio, run_script
 from bench.results import figure, main_for
 
 NAME, TARGET = "time_to_first_iteration", "<= 1.3"
-
-
-def role_of(label: str) -> str:
-    return next((role for role in ("rollout worker", "learner rank", "reward actor", "eval actor")
-                 if label.startswith(role)), label)
 
 
 def start_numbers(run: JobRun, alone: dict) -> dict:

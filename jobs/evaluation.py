@@ -73,6 +73,7 @@ class Evaluation:
         self.progress = progress
         self.record = record
         self.running: tuple[int, float, ray.ObjectRef] | None = None
+        self.loading: tuple[float, ray.ObjectRef] | None = (time.perf_counter(), worker.__ray_ready__.remote())
         self.skipped = 0
         self.failed: str | None = None  # why the eval actor is gone, once it is
 
@@ -95,6 +96,11 @@ class Evaluation:
 
     def collect(self, wait_seconds: float | None = 0) -> None:
         """Record the running evaluation if it has finished (waiting up to `wait_seconds`; None: until it has)."""
+        if self.loading and ray.wait([self.loading[1]], timeout=0)[0]:
+            # A failed start shows up as the failure of the evaluation queued behind it.
+            self.progress.note(f"eval actor ready beside the loop (seen {time.perf_counter() - self.loading[0]:.1f}s "
+                               "after it was started)")
+            self.loading = None
         if not self.running:
             return
         iteration, started, ref = self.running

@@ -114,6 +114,7 @@ def run_onpolicy(
     push_before_first = bool(resume and is_adapter_checkpoint(resume.path))
     if push_before_first:
         engine_weights = model_path
+    actors_started = time.perf_counter()
     try:
         actors = start_actors(
             spec, progress, stop, model_path, engine_weights,
@@ -175,7 +176,9 @@ def run_onpolicy(
             started_iteration = time.perf_counter()
             metrics: dict = {"iteration": iteration}
             if iteration == first:  # of this start: a resumed run measures its own start-up
-                metrics.update(seconds_to_first_iteration=started_iteration - started, **(prompt_counts or {}))
+                metrics.update(seconds_to_first_iteration=started_iteration - started, **(prompt_counts or {}),
+                               startup_before_actors_seconds=actors_started - started,
+                               **{f"startup_{name}": seconds for name, seconds in actors.startup.items()})
                 if resume:
                     metrics["resumed_from"] = str(resume.path)
             if iteration in ahead:

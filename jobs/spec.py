@@ -374,13 +374,6 @@ class JobSpec(Section):
             )
         return self
 
-    @model_validator(mode="after")
-    def _lora_with_a_stage_it_supports(self) -> "JobSpec":
-        if self.model.lora is not None and self.learner.zero_stage == 3:
-            raise ValueError("model.lora with learner.zero_stage 3 is not supported yet: use stage 0-2 "
-                             "(the frozen base is the only full copy, and the optimizer holds only the adapters)")
-        return self
-
     @property
     def sample_count_varies(self) -> bool:
         """Pairs drop with ties and answer-first keeps only verified samples: the learners trim to an even split."""

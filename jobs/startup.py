@@ -4,18 +4,23 @@ First the job's placement group reserves every actor's resources (actors/placeme
 so a job the cluster cannot place fails before anything loads. Engines, reward models and
 DeepSpeed ranks take tens of seconds each to load; started together they overlap, and a
 line per actor shows where the time goes.
+
+The eval actor is started only once the training actors are ready, and not waited for: its
+first evaluation runs beside the loop anyway, and loading a fourth vLLM engine next to the
+others would only slow the ones the first iteration needs (benchmarks.md, time to first
+iteration). Its evaluations queue behind its start.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
 
 from actors.learner_group import LearnerDied, LearnerGroup
-from actors.placement import EVAL, JobPlacement
+from actors.placement import EVAL, JobPlacement, role_of
 from actors.process_memory import peak_rss_mb, peak_rss_of
 from actors.reward_actor import RewardScorer
 from actors.rollout_pool import RolloutPool
@@ -37,6 +42,8 @@ class Actors:
     learners: LearnerGroup
     placement: JobPlacement | None = None
     evaluator: ray.actor.ActorHandle | None = None
+    # Seconds from the start of start_actors: placement_seconds, ready_seconds_<role> (its slowest actor).
+    startup: dict[str, float] = field(default_factory=dict)
 
     def __enter__(self) -> "Actors":
         return self
@@ -80,7 +87,7 @@ def start_actors(
     eval_inputs: tuple | None = None,
 ) -> Actors:
     """Reserve the job's placement group, start rollout workers (on `policy_weights`), the reward actor
-    and the learner ranks in it, and wait for all.
+    and the learner ranks in it, and wait for all; then start the eval actor (given `eval_inputs`).
 
     Where each actor landed goes to placement.json in `spec.output_dir` (jobs.run sets it to the
     resolved output directory), so a multi-node run shows which node ran what.
@@ -100,18 +107,14 @@ def start_actors(
             learners=LearnerGroup(spec, initial_model, env_vars, resume_from=resume_from),
             placement=placement,
         )
-        if eval_inputs is not None:
-            from jobs.evaluation import start_eval_worker
-
-            actors.evaluator = start_eval_worker(spec, policy_weights, initial_model, reward_model_paths, eval_inputs,
-                                                 env_vars, placement.options(EVAL))
     except BaseException:
         placement.remove()
         raise
+    actors.startup["placement_seconds"] = time.perf_counter() - started
     labelled = [*(actors.rollout.ready_refs() if actors.rollout else []),
-                *(actors.rewards.ready_refs() if actors.rewards else []), *actors.learners.ready_refs(),
-                *([(EVAL, actors.evaluator.__ray_ready__.remote())] if actors.evaluator else [])]
-    progress.note(f"starting {len(labelled)} actors: {', '.join(label for label, _ in labelled)}")
+                *(actors.rewards.ready_refs() if actors.rewards else []), *actors.learners.ready_refs()]
+    progress.note(f"starting {len(labelled)} actors: {', '.join(label for label, _ in labelled)}"
+                  + (f"; the {EVAL} once they are ready" if eval_inputs is not None else ""))
     label_of = {ref: label for label, ref in labelled}
     pending = list(label_of)
     try:
@@ -130,7 +133,16 @@ def start_actors(
                 if not label.startswith("learner rank"):
                     raise
                 raise LearnerDied(f"{label} died while starting ({type(exc).__name__})", int(label.split()[-1])) from None
-            progress.note(f"{label_of[done[0]]} ready after {time.perf_counter() - started:.1f}s")
+            label, ready = label_of[done[0]], time.perf_counter() - started
+            progress.note(f"{label} ready after {ready:.1f}s")
+            # The slowest of each role: where the start-up went, in the first metrics row.
+            key = f"ready_seconds_{role_of(label).replace(' ', '_')}"
+            actors.startup[key] = max(actors.startup.get(key, 0.0), ready)
+        if eval_inputs is not None:
+            from jobs.evaluation import start_eval_worker
+
+            actors.evaluator = start_eval_worker(spec, policy_weights, initial_model, reward_model_paths, eval_inputs,
+                                                 env_vars, placement.options(EVAL))
     except BaseException:
         actors.shutdown()
         raise

@@ -52,3 +52,14 @@ def test_forgetting_is_zero_for_the_starting_weights_and_grows_with_training(hin
     assert start["forget_centroid_shift"] < 1e-4
     assert end["forget_kl"] > 100 * max(abs(start["forget_kl"]), 1e-9)
     assert end["forget_centroid_shift"] > start["forget_centroid_shift"]
+
+
+def test_the_first_row_splits_the_start_up_and_the_eval_actor_is_not_waited_for(hinted_run):
+    _, metrics = hinted_run
+    first = metrics[0]
+    ready = {key: value for key, value in first.items() if key.startswith("startup_ready_seconds_")}
+    # The eval actor starts once the training actors are ready, and the loop does not wait for it.
+    assert set(ready) == {"startup_ready_seconds_rollout_worker", "startup_ready_seconds_learner_rank",
+                          "startup_ready_seconds_reward_actor"}
+    assert 0 < first["startup_placement_seconds"] <= min(ready.values())
+    assert first["startup_before_actors_seconds"] + max(ready.values()) <= first["seconds_to_first_iteration"]

@@ -174,24 +174,29 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model):
 
 
 @pytest.mark.integration
-def test_lora_dpo_reference_is_the_base_model_with_adapters_off(local_ray, tiny_model):
-    """The reference costs no second model under LoRA: the learner's own model with its adapters switched off.
-    After training moved the adapters, its log-probs are still the base model's."""
+@pytest.mark.parametrize("lora, zero_stage", [(True, 2), (True, 3), (False, 3)],
+                         ids=["lora-zero2", "lora-zero3", "full-zero3"])
+def test_the_dpo_reference_is_the_base_model_and_costs_no_whole_copy(local_ray, tiny_model, lora, zero_stage):
+    """With LoRA the reference is the learner's own model with its adapters switched off; without it, under
+    ZeRO-3, a frozen model sharded like the policy. After training moved the policy, the reference's
+    log-probs are still the base model's. Five pairs on two ranks, one per forward: under ZeRO-3 the
+    rank with two runs a stand-in forward to match the rank with three (forwards gather together)."""
     from transformers import AutoModelForCausalLM
 
     from actors.batching import Pair
     from actors.learner import pair_logps
 
     spec = validate_spec({
-        "algorithm": "dpo", "iterations": 2, "model": {"lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]}},
-        "reward": {"sources": [{"kind": "format"}]}, "learner": {"ranks": 2},
-        # one pair per forward: each rank runs several reference micro-batches, each with the adapters off
+        "algorithm": "dpo", "iterations": 2,
+        "model": {"lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]} if lora else None},
+        "reward": {"sources": [{"kind": "format"}]},
+        "learner": {"ranks": 2, "zero_stage": zero_stage, "zero_options": {"stage3_param_persistence_threshold": 0}},
         "train": {"lr": 1e-2, "micro_batch_size": 1, "warmup_ratio": 0.0, "lr_schedule": "constant"},
     })
     samples = fixed_samples(5)
     pairs = [Pair(iteration=0, prompt_index=i, prompt="", prompt_token_ids=a.prompt_token_ids, chosen="",
                   chosen_token_ids=a.response_token_ids, rejected="", rejected_token_ids=b.response_token_ids)
-             for i, (a, b) in enumerate(zip(samples[:4], samples[4:]))]
+             for i, (a, b) in enumerate(zip(samples, samples[1:] + samples[:1]))]
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     with torch.no_grad():
         expected, _ = pair_logps(base, pairs, 0, torch.device("cpu"))
@@ -205,8 +210,14 @@ def test_lora_dpo_reference_is_the_base_model_with_adapters_off(local_ray, tiny_
             got = torch.tensor([p.reference_logp_chosen for p in pairs] + [p.reference_logp_rejected for p in pairs])
             assert float((got - expected).abs().max()) < 1e-4, iteration
             learners.train(pairs, iteration=iteration)
-        # ... while the policy itself (adapters on) has moved away from the base
-        policy = torch.tensor([p.policy_logp_chosen for p in pairs] + [p.policy_logp_rejected for p in pairs])
-        assert float((policy - expected).abs().max()) > 1e-3
+        # ... while the policy itself has moved away from the base
+        trained = [p for p in pairs if p.policy_logp_chosen is not None]
+        policy = torch.tensor([p.policy_logp_chosen for p in trained] + [p.policy_logp_rejected for p in trained])
+        base_of_trained = torch.tensor([p.reference_logp_chosen for p in trained] + [p.reference_logp_rejected for p in trained])
+        assert trained and float((policy - base_of_trained).abs().max()) > 1e-3
+        if not lora:  # the separate reference holds half of every tensor on each rank, nothing gathered left over
+            held = ray.get(learners.ranks[0].__ray_call__.remote(
+                lambda learner: sum(p.numel() + p.ds_tensor.numel() for p in learner.reference.module.parameters())))
+            assert held <= sum(p.numel() for p in base.parameters()) / 2 + 1000
     finally:
         learners.shutdown()

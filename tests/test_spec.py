@@ -25,7 +25,6 @@ MALFORMED = {
         "learner:\n  offload: optimizer_and_params\n",
         ["learner.offload 'optimizer_and_params' needs learner.zero_stage 3 (got 2)"],
     ),
-    "lora on zero 3": ("model:\n  lora: {r: 4}\nlearner:\n  zero_stage: 3\n", ["model.lora", "learner.zero_stage 3"]),
     "lora rank 0": ("model:\n  lora: {r: 0}\n", ["model.lora.r", "greater than or equal to 1"]),
     "section is not a mapping": ("train: fast\n", ["train", "valid dictionary"]),
     "gamma range": ("train:\n  idft:\n    gamma_min: 3\n", ["train.idft", "gamma_min (3.0) must not exceed gamma_max"]),

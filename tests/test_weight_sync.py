@@ -12,6 +12,7 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM
 
+from actors.batching import teacher_forced_logprobs
 from actors.learner_group import LearnerGroup
 from actors.rollout_pool import RolloutPool
 from actors.weight_sync import BroadcastWeightSync, ObjectStoreWeightSync, make_weight_sync
@@ -37,13 +38,14 @@ def max_diff(a: list[float], b: list[float]) -> float:
 
 @pytest.mark.parametrize(
     "engine_in_own_process, tied, zero_stage, lora",
-    [(False, False, 2, False), (True, False, 2, True), (False, True, 3, False)],
+    [(False, False, 2, False), (True, False, 3, True), (False, True, 3, False)],
     # ZeRO-3 with tied embeddings: the gather must send the shared matrix once and the engine tie it again.
-    # LoRA: the learner trains adapters, the engine must get base + B·A.
-    ids=["engine-in-actor", "engine-in-subprocess-lora", "tied-embeddings-zero3"],
+    # LoRA on ZeRO-3: the learner trains sharded adapters on a sharded base, the engine must get base + B·A
+    # (LoRA on stage 0-2 runs end to end in test_lora_job.py).
+    ids=["engine-in-actor", "engine-in-subprocess-lora-zero3", "tied-embeddings-zero3"],
 )
 def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
-    local_ray, request, engine_in_own_process, tied, zero_stage, lora
+    local_ray, request, tmp_path, engine_in_own_process, tied, zero_stage, lora
 ):
     """The object-store path, then the broadcast path (gloo here) twice on the same actors: the second
     broadcast goes through the group the first one formed."""
@@ -116,6 +118,18 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
             _, generation = rollout.generate([long_prompt], iteration=iteration)
             assert generation["engine_scorer_logprob_max_diff"] < TOLERANCE  # the replica got them too
             learner_before = learner_now
+
+        if lora:
+            # The adapter checkpoint, gathered from its ZeRO-3 shards, is what peft loads: the base plus
+            # those adapters give the learner's log-probs.
+            from peft import PeftModel
+
+            checkpoint = tmp_path / "checkpoint"
+            checkpoint.mkdir()
+            learners.save_checkpoint(str(checkpoint))
+            base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+            saved = PeftModel.from_pretrained(base, checkpoint).eval()
+            assert max_diff(teacher_forced_logprobs(saved, probe, 0), learner_before) < TOLERANCE
     finally:
         rollout.shutdown()
         learners.shutdown()
