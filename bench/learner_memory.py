@@ -45,6 +45,7 @@ SETTINGS = {
                                                        "zero_options": ZERO3_SMALL_LIVE}},
     "zero0+lora_r8": {"learner": {"zero_stage": 0}, "model": {"lora": {"r": 8}}},
     "zero2+lora_r8": {"learner": {"zero_stage": 2, "zero_options": SMALL_BUCKETS}, "model": {"lora": {"r": 8}}},
+    "zero3+lora_r8": {"learner": {"zero_stage": 3, "zero_options": ZERO3_SMALL_LIVE}, "model": {"lora": {"r": 8}}},
 }
 
 
@@ -79,9 +80,9 @@ def idle_rank_mb(ranks: int) -> float:
         deepspeed.init_distributed(dist_backend="gloo", timeout=timedelta(minutes=5))
         return peak_rss_mb()
 
-    from actors.learner import free_port
+    from actors.weight_broadcast import free_address
 
-    port = free_port()
+    _, port = free_address()
     return max(ray.get([idle.remote(r, port) for r in range(ranks)]))
 
 
