@@ -73,7 +73,12 @@ class Evaluation:
         self.progress = progress
         self.record = record
         self.running: tuple[int, float, ray.ObjectRef] | None = None
-        self.loading: tuple[float, ray.ObjectRef] | None = (time.perf_counter(), worker.__ray_ready__.remote())
+        # When the eval actor (started beside the loop) has loaded: set from Ray's thread, noted at the next collect.
+        self.ready_after: float | None = None
+        self.ready_noted = False
+        created = time.perf_counter()
+        worker.__ray_ready__.remote().future().add_done_callback(
+            lambda _: setattr(self, "ready_after", time.perf_counter() - created))
         self.skipped = 0
         self.failed: str | None = None  # why the eval actor is gone, once it is
 
@@ -94,19 +99,22 @@ class Evaluation:
             return
         self.running = (iteration, time.perf_counter(), self.worker.evaluate.remote(weights, iteration))
 
+    def _note_ready(self) -> None:
+        # A failed start is not noted here: it shows up as the failure of the evaluation queued behind it.
+        if self.ready_after is not None and not self.ready_noted:
+            self.ready_noted = True
+            self.progress.note(f"eval actor loaded beside the loop in {self.ready_after:.1f}s")
+
     def collect(self, wait_seconds: float | None = 0) -> None:
         """Record the running evaluation if it has finished (waiting up to `wait_seconds`; None: until it has)."""
-        if self.loading and ray.wait([self.loading[1]], timeout=0)[0]:
-            # A failed start shows up as the failure of the evaluation queued behind it.
-            self.progress.note(f"eval actor ready beside the loop (seen {time.perf_counter() - self.loading[0]:.1f}s "
-                               "after it was started)")
-            self.loading = None
+        self._note_ready()
         if not self.running:
             return
         iteration, started, ref = self.running
         if not ray.wait([ref], timeout=wait_seconds)[0]:
             return
         self.running = None
+        self._note_ready()
         try:
             metrics, records = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as exc:
