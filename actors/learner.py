@@ -172,8 +172,9 @@ class Learner:
                 use_float32_head(reference)
             reference.eval().requires_grad_(False)
             if self.zero3:
-                reference, _, _, _ = deepspeed.initialize(model=reference, config=inference_config(config))
-            self.reference = reference.to(self.device) if not self.zero3 else reference
+                self.reference, _, _, _ = deepspeed.initialize(model=reference, config=inference_config(config))
+            else:
+                self.reference = reference.to(self.device)
         # Loading has a one-off peak of its own (a full state dict on every rank, DeepSpeed flattening
         # the parameters): reported apart, and the training peak counts from here.
         self.setup_peak_memory_mb = self.peak_memory_mb()

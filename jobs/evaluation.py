@@ -77,8 +77,12 @@ class Evaluation:
         self.ready_after: float | None = None
         self.ready_noted = False
         created = time.perf_counter()
-        worker.__ray_ready__.remote().future().add_done_callback(
-            lambda _: setattr(self, "ready_after", time.perf_counter() - created))
+
+        def loaded(future) -> None:
+            if future.exception() is None:  # a failed start surfaces as the failure of the first evaluation
+                self.ready_after = time.perf_counter() - created
+
+        worker.__ray_ready__.remote().future().add_done_callback(loaded)
         self.skipped = 0
         self.failed: str | None = None  # why the eval actor is gone, once it is
 
@@ -100,7 +104,6 @@ class Evaluation:
         self.running = (iteration, time.perf_counter(), self.worker.evaluate.remote(weights, iteration))
 
     def _note_ready(self) -> None:
-        # A failed start is not noted here: it shows up as the failure of the evaluation queued behind it.
         if self.ready_after is not None and not self.ready_noted:
             self.ready_noted = True
             self.progress.note(f"eval actor loaded beside the loop in {self.ready_after:.1f}s")
