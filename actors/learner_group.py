@@ -9,7 +9,7 @@ import ray
 
 from actors import placement
 from actors.batching import Pair, Sample
-from actors.learner import Learner
+from actors.learner import Learner, micro_batches
 from jobs.errors import HintflowError
 from jobs.spec import JobSpec
 
@@ -138,14 +138,14 @@ class LearnerGroup:
         # Under ZeRO-3 every rank runs as many forwards as the busiest (they gather together); else only
         # the ranks with items are asked.
         zero3 = self.spec.learner.zero_stage == 3
-        forwards = max(-(-len(shard) // self.spec.train.micro_batch_size) for shard in shards) if zero3 else 0
+        size = self.spec.train.micro_batch_size
+        forwards = max(len(micro_batches(shard, size, 1)) for shard in shards) if zero3 else 0
         asked = [(rank, shard) for rank, shard in zip(self.ranks, shards) if shard or zero3]
         results = self._on_every_rank(
             [rank.reference_logps.remote([items[i] for i in shard], forwards) for rank, shard in asked],
             "computing reference log-probs",
         )
-        shards = [shard for _, shard in asked]
-        for shard, logps in zip(shards, results):
+        for (_, shard), logps in zip(asked, results):
             for i, value in zip(shard, logps):
                 if isinstance(items[i], Pair):
                     items[i].reference_logp_chosen, items[i].reference_logp_rejected = value
