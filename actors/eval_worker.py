@@ -10,6 +10,10 @@ evaluation runs beside the loop (jobs/evaluation.py). ALGORITHMS.md section 7.
                   on out-of-domain text (losses/forgetting.py)
     the data      mean CLL of held-out reference solutions under the current weights: does the
                   model move towards the data, or the data towards the model?
+    transfer      greedy pass@1 on a second task that is never trained on (eval.transfer)
+
+Every judged answer comes back as a record (prompt, gold answer, extracted answer, response,
+verdict), so a reader can check the score problem by problem.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import time
 import torch
 
 from actors.batching import Sample
+from actors.math_verifier import extract_final_answer
 from actors.trainable_model import TORCH_DTYPES
 from actors.reward_actor import scoring_requests
 from actors.reward_sources import make_source
 from actors.rollout_worker import RolloutWorker, sampling_seed
-from jobs.data import Prompt
+from jobs.answer_first import question_of
+from jobs.data import column_value
 from jobs.spec import JobSpec
 from losses.forgetting import ForgettingAccumulator
 
@@ -40,9 +46,7 @@ class EvalWorker(RolloutWorker):
         model_path: str,
         base_model_path: str,
         reward_model_paths: dict[str, str],
-        problems: list[Prompt],
-        references: list[Sample],
-        ood_token_ids: list[list[int]],
+        inputs,  # jobs.evaluation.EvalInputs
     ):
         from transformers import AutoModelForCausalLM
 
@@ -53,28 +57,43 @@ class EvalWorker(RolloutWorker):
         ).to(device).eval().requires_grad_(False)
         verifier = next(s for s in spec.reward.sources if s.key == spec.eval.verifier)
         self.verifier = make_source(verifier, spec, reward_model_paths, device)
-        self.problems = problems
-        self.prompts_by_index = {p.index: p for p in problems}
-        self.references = references
-        self.ood_token_ids = ood_token_ids
+        self.problems = inputs.problems
+        self.references = inputs.references
+        self.ood_token_ids = inputs.ood_token_ids
+        self.transfer_problems = inputs.transfer_problems
+        self.transfer_verifier = None
+        if spec.eval.transfer:
+            # The same verifier, reading the transfer task's own answer column.
+            transfer_spec = spec.model_copy(update={"data": spec.data.model_copy(
+                update={"answer_column": spec.eval.transfer.answer_column})})
+            self.transfer_verifier = make_source(verifier, transfer_spec, reward_model_paths, device)
 
     def evaluate(self, weights: bytes | None, iteration: int) -> tuple[dict, list[dict]]:
         """Metrics of the given weights (None: the ones the engine holds), and every answer it judged."""
         if weights is not None:
             self.load_weights(weights)
         started = time.perf_counter()
-        greedy = self._answers(iteration, n=1, temperature=0.0)
-        sampled = self._answers(iteration, n=self.spec.eval.k, temperature=self.spec.eval.temperature)
-        self._judge(greedy + sampled)
-        answers_seconds = time.perf_counter() - started
-
+        k = self.spec.eval.k
+        greedy = self._answers(self.problems, iteration, n=1, temperature=0.0)
+        sampled = self._answers(self.problems, iteration, n=k, temperature=self.spec.eval.temperature) if k else []
+        self._judge(greedy + sampled, self.problems, self.verifier)
         metrics = {
             "eval_problems": len(self.problems),
-            "eval_k": self.spec.eval.k,
+            "eval_k": k,
             "eval_pass1": sum(s.rewards["correct"] for s in greedy) / len(greedy),
-            "eval_pass_at_k": pass_at_k(sampled, len(self.problems)),
             "eval_answer_tokens_mean": sum(len(s.response_token_ids) for s in greedy) / len(greedy),
         }
+        if k:
+            metrics["eval_pass_at_k"] = pass_at_k(sampled, len(self.problems))
+        answer_column = self.spec.data.answer_column
+        groups = [("greedy", greedy, self.problems, answer_column), ("sampled", sampled, self.problems, answer_column)]
+        if self.transfer_problems:
+            transfer = self._answers(self.transfer_problems, iteration, n=1, temperature=0.0)
+            self._judge(transfer, self.transfer_problems, self.transfer_verifier)
+            metrics.update(eval_transfer_problems=len(transfer),
+                           eval_transfer_pass1=sum(s.rewards["correct"] for s in transfer) / len(transfer))
+            groups.append(("transfer", transfer, self.transfer_problems, self.spec.eval.transfer.answer_column))
+        answers_seconds = time.perf_counter() - started
         started_forgetting = time.perf_counter()
         metrics.update(self._forgetting())
         if self.references:
@@ -84,14 +103,20 @@ class EvalWorker(RolloutWorker):
             eval_answer_seconds=answers_seconds,
             eval_forgetting_seconds=time.perf_counter() - started_forgetting,
         )
-        records = [
-            {"mode": mode, "problem": s.prompt_index, "response": s.response, "reward": s.rewards["verifier"],
-             "correct": bool(s.rewards["correct"]), "response_tokens": len(s.response_token_ids)}
-            for mode, group in (("greedy", greedy), ("sampled", sampled)) for s in group
-        ]
+        records = []
+        for mode, group, problems, answer_column in groups:
+            by_index = {p.index: p for p in problems}
+            records += [
+                {"mode": mode, "problem": s.prompt_index, "prompt": question_of(by_index[s.prompt_index]),
+                 "gold": str(column_value(by_index[s.prompt_index].row, answer_column)),
+                 "extracted": extract_final_answer(s.response), "response": s.response,
+                 "reward": s.rewards["verifier"], "correct": bool(s.rewards["correct"]),
+                 "response_tokens": len(s.response_token_ids), "finish_reason": s.finish_reason}
+                for s in group
+            ]
         return metrics, records
 
-    def _answers(self, iteration: int, n: int, temperature: float) -> list[Sample]:
+    def _answers(self, problems, iteration: int, n: int, temperature: float) -> list[Sample]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -100,10 +125,10 @@ class EvalWorker(RolloutWorker):
                 n=n, temperature=temperature, max_tokens=self.spec.rollout.max_new_tokens,
                 seed=sampling_seed(self.spec.seed, iteration, p.index) + PASS_AT_K_SEED_OFFSET,
             )
-            for p in self.problems
+            for p in problems
         ]
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in self.problems], params, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in problems], params, use_tqdm=False
         )
         return [
             Sample(
@@ -111,11 +136,11 @@ class EvalWorker(RolloutWorker):
                 response=c.text, response_token_ids=list(c.token_ids), finish_reason=str(c.finish_reason),
                 source="eval",
             )
-            for p, output in zip(self.problems, outputs) for c in output.outputs
+            for p, output in zip(problems, outputs) for c in output.outputs
         ]
 
-    def _judge(self, answers: list[Sample]) -> None:
-        rewards = self.verifier.score(scoring_requests(answers, self.prompts_by_index))
+    def _judge(self, answers: list[Sample], problems, verifier) -> None:
+        rewards = verifier.score(scoring_requests(answers, {p.index: p for p in problems}))
         for sample, reward in zip(answers, rewards):
             sample.rewards = {"verifier": reward, "correct": float(reward >= self.spec.eval.pass_threshold)}
 

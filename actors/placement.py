@@ -157,7 +157,7 @@ def phase_threads(spec: JobSpec, plan: Layout, bundle_nodes: dict[int, str], nod
     phase_of = {ROLLOUT: ROLLOUT, LEARNER: LEARNER}
     if spec.rollout.max_policy_lag > 0:
         phase_of[ROLLOUT] = LEARNER
-    fixed = {ROLLOUT: spec.rollout.threads_per_worker, LEARNER: spec.learner.threads_per_rank}
+    fixed = {ROLLOUT: spec.rollout.threads_per_worker, LEARNER: spec.learner.threads_per_rank, EVAL: spec.eval.threads}
     share = {ROLLOUT: spec.rollout.cpus_per_worker, LEARNER: spec.learner.cpus_per_rank,
              REWARD: spec.reward.cpus, EVAL: spec.eval.cpus}
 

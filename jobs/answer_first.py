@@ -1,4 +1,5 @@
-"""The answer-first pipeline (ALGORITHMS.md section 3): a stage of the one loop, for rollout.mode hinted/rewrite.
+"""The answer-first pipeline (ALGORITHMS.md section 3): a stage of the one loop, for rollout.mode hinted/rewrite
+(and verified: the same stage with no hints, so only the policy's own right answers are kept).
 
     attempts   <- the on-policy samples of each problem, already scored by the reward actor
     rewrites   <- Hinted Decoding only for problems with no right attempt, then verified again
@@ -70,7 +71,7 @@ def answer_first(attempts, prompts, rollout, rewards, spec: JobSpec, tokenizer, 
         if not passes(sample, spec):
             sample.dropped = "wrong"
 
-    unsolved = [p for p in prompts if p.index not in solved]
+    unsolved = [p for p in prompts if p.index not in solved and spec.rollout.mode != "verified"]
     rewrites, hinting = rollout.hinted(hint_jobs(unsolved, spec, tokenizer), iteration) if unsolved else ([], {})
     decoded = [s for s in rewrites if s.dropped is None]
     if decoded:

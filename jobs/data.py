@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jobs import builtin
 from jobs.errors import DataError
+from jobs.word_problems import DEFAULT_COUNT as WORD_PROBLEMS_DEFAULT_COUNT, WORD_PROBLEMS, word_problem_rows
 from jobs.spec import CHAMP_PREFIX, REASONING_GYM_PREFIX, DataSpec, is_builtin, is_reasoning_gym
 
 REASONING_GYM_DEFAULT_SIZE = 1000
@@ -85,9 +86,7 @@ def _saved_split_is_empty(folder: Path) -> bool:
 def load_rows(spec: DataSpec) -> list[dict]:
     """All rows of the configured split, as plain dicts."""
     if is_builtin(spec.path):
-        if spec.path != builtin.ARITHMETIC:
-            raise DataError(f"data.path: unknown builtin {spec.path!r}; expected {builtin.ARITHMETIC!r}")
-        rows = builtin.arithmetic_rows(seed=spec.seed)
+        rows = _builtin_rows(spec)
     elif is_reasoning_gym(spec.path):
         rows = _reasoning_gym_rows(spec)
     elif spec.path.startswith(CHAMP_PREFIX):
@@ -101,13 +100,22 @@ def load_rows(spec: DataSpec) -> list[dict]:
     return rows
 
 
+def _builtin_rows(spec: DataSpec) -> list[dict]:
+    if spec.path == builtin.ARITHMETIC:
+        return builtin.arithmetic_rows(seed=spec.seed)
+    if spec.path == WORD_PROBLEMS:
+        return word_problem_rows(count=spec.max_prompts or WORD_PROBLEMS_DEFAULT_COUNT, seed=spec.seed)
+    raise DataError(f"data.path: unknown builtin {spec.path!r}; expected {builtin.ARITHMETIC!r} or {WORD_PROBLEMS!r}")
+
+
 def _reasoning_gym_rows(spec: DataSpec) -> list[dict]:
     """Procedurally generated problems: question, answer, metadata (with the task's own solution)."""
     import reasoning_gym
 
     task = spec.path.removeprefix(REASONING_GYM_PREFIX)
     try:
-        dataset = reasoning_gym.create_dataset(task, size=spec.max_prompts or REASONING_GYM_DEFAULT_SIZE, seed=spec.seed)
+        dataset = reasoning_gym.create_dataset(task, size=spec.max_prompts or REASONING_GYM_DEFAULT_SIZE, seed=spec.seed,
+                                               **spec.task_options)
     except Exception as exc:  # an unknown task name is a ValueError; bad task options vary
         raise DataError(f"data.path {spec.path!r}: reasoning-gym cannot create it ({type(exc).__name__}: {exc})") from None
     return [dict(entry) for entry in dataset]

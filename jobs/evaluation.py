@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 
 import ray
 
@@ -33,8 +34,26 @@ def eval_data_spec(spec: JobSpec):
     return spec.data.model_copy(update={"seed": spec.data.seed + 1, "max_prompts": spec.eval.problems})
 
 
-def eval_inputs(spec: JobSpec, tokenizer) -> tuple[list[Prompt], list, list[list[int]]]:
-    """Problems, their reference solutions (where the data has them) and tokenized out-of-domain passages."""
+def transfer_data_spec(spec: JobSpec):
+    """The never-trained task: its own source and columns, the training data's chat settings and next seed."""
+    transfer = spec.eval.transfer
+    return spec.data.model_copy(update={
+        "path": transfer.path, "task_options": transfer.task_options, "prompt_column": transfer.prompt_column,
+        "answer_column": transfer.answer_column, "seed": spec.data.seed + 1, "max_prompts": transfer.problems,
+    })
+
+
+@dataclass
+class EvalInputs:
+    problems: list[Prompt]
+    references: list  # Samples of the held-out problems' reference solutions, where the data has them
+    ood_token_ids: list[list[int]]
+    transfer_problems: list[Prompt] = field(default_factory=list)
+
+
+def eval_inputs(spec: JobSpec, tokenizer) -> EvalInputs:
+    """Problems, their reference solutions (where the data has them), tokenized out-of-domain passages, and the
+    transfer task's problems."""
     data = eval_data_spec(spec)
     problems, _ = load_prompts(data, tokenizer, spec.max_prompt_tokens)
     problems = problems[: spec.eval.problems]
@@ -42,7 +61,11 @@ def eval_inputs(spec: JobSpec, tokenizer) -> tuple[list[Prompt], list, list[list
     references = [written_sample(p, data.solution_column, tokenizer, -1, "reference") for p in with_solution]
     passages = ood_passages(spec.eval.ood_text, spec.eval.ood_passages, spec.seed)
     ood = [tokenizer(text, add_special_tokens=False).input_ids[: spec.eval.ood_max_tokens] for text in passages]
-    return problems, references, [ids for ids in ood if len(ids) > 1]
+    transfer = []
+    if spec.eval.transfer:
+        transfer, _ = load_prompts(transfer_data_spec(spec), tokenizer, spec.max_prompt_tokens)
+    return EvalInputs(problems, references, [ids for ids in ood if len(ids) > 1], transfer[: spec.eval.transfer.problems]
+                      if spec.eval.transfer else [])
 
 
 def _has(prompt: Prompt, column: str) -> bool:
@@ -53,15 +76,14 @@ def _has(prompt: Prompt, column: str) -> bool:
 
 
 def start_eval_worker(spec: JobSpec, policy_path: str, base_model_path: str, reward_model_paths: dict,
-                      inputs: tuple, env_vars: dict, options: dict) -> ray.actor.ActorHandle:
+                      inputs: EvalInputs, env_vars: dict, options: dict) -> ray.actor.ActorHandle:
     """The eval actor, not waited for: `inputs` is what eval_inputs() gave."""
     from actors.rollout_worker import vllm_env_vars
 
-    problems, references, ood = inputs
     return ray.remote(EvalWorker).options(
         num_cpus=spec.eval.cpus, num_gpus=spec.eval.gpus,
         runtime_env={"env_vars": {**env_vars, **vllm_env_vars(spec), **thread_env(spec, EVAL)}}, **options,
-    ).remote(spec, policy_path, base_model_path, reward_model_paths, problems, references, ood)
+    ).remote(spec, policy_path, base_model_path, reward_model_paths, inputs)
 
 
 class Evaluation:
@@ -133,8 +155,10 @@ class Evaluation:
                "eval_seconds": time.perf_counter() - started, "eval_skipped": self.skipped}
         self.record(row)
         self.progress.note(
-            f"eval of iteration {iteration}: pass@1 {metrics['eval_pass1']:.2f}  pass@{metrics['eval_k']} "
-            f"{metrics['eval_pass_at_k']:.2f}  forget_kl {metrics['forget_kl']:.4f}  rank>1 "
+            f"eval of iteration {iteration}: pass@1 {metrics['eval_pass1']:.2f}"
+            + (f"  pass@{metrics['eval_k']} {metrics['eval_pass_at_k']:.2f}" if metrics["eval_k"] else "")
+            + (f"  transfer pass@1 {metrics['eval_transfer_pass1']:.2f}" if "eval_transfer_pass1" in metrics else "")
+            + f"  forget_kl {metrics['forget_kl']:.4f}  rank>1 "
             f"{metrics['forget_rank_gt1']:.3f}  centroid {metrics['forget_centroid_shift']:.4f}"
             + (f"  ref cll {metrics['eval_reference_cll']:+.3f}" if "eval_reference_cll" in metrics else "")
         )

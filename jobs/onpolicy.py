@@ -12,6 +12,7 @@
         rewards  <- the reward actor scores every sample (when reward sources are set)
         answer-first (rollout.mode hinted/rewrite): Hinted Decoding for the problems no sample
                     got right, verify again, keep right samples that pass the CLL filter
+                    (rollout.mode verified: the same without the hints, i.e. rejection sampling)
         pairs    <- dpo/rpo: best vs worst by reward; irft, fsft: (demonstration, own generation);
                     offline: the dataset's chosen/rejected, and no generation at all
         reference log-probs, once per pair: the sampler's come with the samples,
@@ -168,7 +169,7 @@ def run_onpolicy(
         ahead: dict[int, tuple] = {}
         if push_before_first and rollout:
             weight_sync.push(learners, rollout)
-        if evaluation and not resume:
+        if evaluation and not resume and spec.eval.at_start:
             evaluation.start(-1, None)  # the starting weights: the baseline every gain is measured from
         for iteration in range(first, spec.iterations):
             if stop.requested:
@@ -208,8 +209,9 @@ def run_onpolicy(
                 progress.step(f"scoring {len(samples)} samples for reward")
                 metrics.update(rewards.score(samples, prompts_by_index))
             recorded = samples + demonstrations
-            if spec.rollout.mode in ("hinted", "rewrite"):
-                progress.step("answer-first: Hinted Decoding for the problems answered wrong")
+            if spec.rollout.mode in ("verified", "hinted", "rewrite"):
+                progress.step("answer-first: keeping the verified answers"
+                              + (", Hinted Decoding for the problems answered wrong" if spec.rollout.mode != "verified" else ""))
                 samples, recorded, hinting = answer_first(
                     samples, batch, rollout, rewards, spec, tokenizer, prompts_by_index, iteration
                 )

@@ -68,7 +68,9 @@ def eval_change(evals: list[dict]) -> str:
     """First and last eval side by side: what training gained, and what it cost elsewhere."""
     first, last = evals[0], evals[-1]
     shown = [("eval_pass1", "pass@1", "{:.2f}"), ("eval_pass_at_k", f"pass@{last.get('eval_k', 'k')}", "{:.2f}"),
+             ("eval_transfer_pass1", "transfer pass@1", "{:.2f}"),
              ("eval_reference_cll", "ref cll", "{:+.3f}"), ("forget_kl", "forget kl", "{:.4f}"),
+             ("forget_ood_nll", "ood nll", "{:.4f}"),
              ("forget_rank_gt1", "rank>1", "{:.3f}")]
     return "   ".join(f"{header} {form.format(first[key])} -> {form.format(last[key])}"
                        for key, header, form in shown if key in first and key in last)

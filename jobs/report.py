@@ -44,7 +44,7 @@ class Plot:
 PLOTS = (
     Plot("Reward and accuracy", (Panel("reward, fraction right", (
         (TRAIN, "reward_mean"), (TRAIN, "first_try_right"), (TRAIN, "reward_accuracy"),
-        (EVAL, "eval_pass1"), (EVAL, "eval_pass_at_k"),
+        (EVAL, "eval_pass1"), (EVAL, "eval_pass_at_k"), (EVAL, "eval_transfer_pass1"),
     )),)),
     Plot("Loss", (Panel("loss", ((TRAIN, "loss"),)),)),
     Plot("CLL (centered log-likelihood)", (Panel("CLL", (
@@ -52,7 +52,7 @@ PLOTS = (
     )),)),
     # Different units: one panel each.
     Plot("Forgetting", tuple(Panel(key, ((EVAL, key),)) for key in (
-        "forget_kl", "forget_rank_mean", "forget_rank_gt1", "forget_centroid_shift",
+        "forget_kl", "forget_rank_mean", "forget_rank_gt1", "forget_centroid_shift", "forget_ood_nll",
     ))),
     Plot("Throughput", (
         Panel("tokens/s", ((TRAIN, "gen_tokens_per_s"), (TRAIN, "train_tokens_per_s"))),

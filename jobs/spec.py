@@ -58,6 +58,7 @@ class DataSpec(Section):
     path: str = Field(
         "builtin:arithmetic",
         description=".jsonl/.json/.parquet file, a datasets.save_to_disk folder, a hub dataset, builtin:arithmetic, "
+        "builtin:word-problems (one- to three-step word problems with worked solutions), "
         "reasoning-gym:<task>, or champ:v0 (champ-dataset: question, answer, solution, hints columns).",
     )
     split: str = "train"
@@ -82,7 +83,13 @@ class DataSpec(Section):
     max_prompts: Optional[int] = Field(
         None, gt=0, description="Use only the first N rows (for reasoning-gym: generate N problems, default 1000)."
     )
-    seed: int = Field(0, description="Seed of generated data (reasoning-gym); another seed gives held-out problems.")
+    seed: int = Field(0, description="Seed of generated data (reasoning-gym, builtin:word-problems); another seed gives "
+                      "held-out problems.")
+    task_options: dict = Field(
+        default_factory=dict,
+        description="reasoning-gym only: the task's own settings, passed to reasoning_gym.create_dataset, e.g. "
+        "{min_terms: 2, max_terms: 3, max_digits: 2} for chain_sum.",
+    )
     overlong_prompts: Literal["drop", "truncate", "error"] = Field(
         "drop",
         description="What happens to a prompt longer than model.max_model_len - rollout.max_new_tokens: drop it, "
@@ -150,9 +157,10 @@ class HintedSpec(Section):
 
 
 class RolloutSpec(Section):
-    mode: Literal["on_policy", "hinted", "rewrite", "reference"] = Field(
+    mode: Literal["on_policy", "verified", "hinted", "rewrite", "reference"] = Field(
         "on_policy",
-        description="on_policy: train on every sample. hinted: the answer-first pipeline (attempt, verify, Hinted "
+        description="on_policy: train on every sample. verified: train only on the samples the verifier "
+        "(rollout.hinted.verifier) passes, i.e. rejection sampling; no hints. hinted: the answer-first pipeline (attempt, verify, Hinted "
         "Decoding for the wrong ones, verify, CLL filter). rewrite: the same with beta = 0 (the hint stream alone). "
         "reference: no generation; train on the dataset's reference solutions as written (data.solution_column), "
         "CLL-scored under the current weights: plain SFT data, the baseline the others are measured against.",

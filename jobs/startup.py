@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray
 
@@ -29,6 +30,9 @@ from jobs.spec import JobSpec
 from jobs.stop_signals import StopRequests
 
 START_TIMEOUT_S = 900
+
+if TYPE_CHECKING:
+    from jobs.evaluation import EvalInputs
 
 
 class StoppedWhileStarting(Exception):
@@ -84,7 +88,7 @@ def start_actors(
     resume_from: str | None,
     reward_model_paths: dict[str, str],
     env_vars: dict,
-    eval_inputs: tuple | None = None,
+    eval_inputs: "EvalInputs | None" = None,
 ) -> Actors:
     """Reserve the job's placement group, start rollout workers (on `policy_weights`), the reward actor
     and the learner ranks in it, and wait for all; then start the eval actor (given `eval_inputs`).

@@ -14,6 +14,9 @@ data, compare the frozen base model pi_0 with the current policy pi_ft:
   and tokens tied with it never push it down. "The token pi_ft ranks first" is
   the lowest token id among pi_ft's maximal logits (torch.argmax's rule).
   Reported as the mean rank and the fraction of positions with rank > 1.
+- Out-of-domain NLL: the mean negative log-likelihood of the passages' own next
+  tokens under pi_ft (and, beside it, under pi_0): the plainest "did it get worse
+  at other text" number. Gathered by losses/token_stats.py, like every log-prob.
 - Hidden-state centroid shift: the final-layer hidden states of both models at
   the counted positions are projected onto pi_0's first two principal components
   (fitted on pi_0's states, centred on pi_0's mean); the Euclidean distance
@@ -39,6 +42,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from losses.token_stats import response_token_stats
 
 # float64 elements per chunk of the KL computation: bounds its memory at about
 # 128 MiB per temporary, whatever the vocabulary.
@@ -333,6 +338,10 @@ class ForgettingAccumulator:
         self.rank_sum = 0
         self.rank_gt1 = 0
         self.hidden: HiddenMoments | None = None
+        # The NLL of the text's own tokens; only add_models sees the token ids.
+        self.nll_positions = 0
+        self.nll_base_sum = 0.0
+        self.nll_current_sum = 0.0
 
     def add(
         self,
@@ -377,6 +386,11 @@ class ForgettingAccumulator:
         base = _run(base_model, input_ids, attention_mask)
         current = _run(current_model, input_ids, attention_mask)
         self.add(base.logits, current.logits, base.hidden_states[-1], current.hidden_states[-1], mask)
+        # Every real token but the first is a target: the positions `counted_positions` keeps.
+        for logits, total in ((base.logits, "nll_base_sum"), (current.logits, "nll_current_sum")):
+            stats = response_token_stats(logits, input_ids.to(logits.device), attention_mask.to(logits.device))
+            setattr(self, total, getattr(self, total) - float(stats.logprobs[stats.mask].double().sum()))
+        self.nll_positions += int(mask.sum())
 
     def merge(self, other: "ForgettingAccumulator") -> "ForgettingAccumulator":
         """Add another accumulator's batches into this one; returns self."""
@@ -384,6 +398,9 @@ class ForgettingAccumulator:
         self.kl_sum += other.kl_sum
         self.rank_sum += other.rank_sum
         self.rank_gt1 += other.rank_gt1
+        self.nll_positions += other.nll_positions
+        self.nll_base_sum += other.nll_base_sum
+        self.nll_current_sum += other.nll_current_sum
         if other.hidden is not None:
             self.hidden = other.hidden if self.hidden is None else self.hidden.merge(other.hidden)
         return self
@@ -397,7 +414,9 @@ class ForgettingAccumulator:
             "forget_rank_gt1": fraction of positions where that rank is > 1,
             "forget_centroid_shift": distance of the hidden-state centroids in the
                 base model's top-2 PC plane,
-            "positions": number of positions counted (int).
+            "positions": number of positions counted (int),
+            "forget_ood_nll", "forget_ood_nll_base": mean NLL of the text's next tokens under the
+                current and the base model, nats per token (only when add_models added batches).
             With details=True also "forget_current_centroid" ([2]; the base centroid
             is (0, 0)) and "forget_pc_explained_variance" ([2]), as lists.
 
@@ -414,6 +433,9 @@ class ForgettingAccumulator:
             "forget_centroid_shift": float(centroid["centroid_shift"]),
             "positions": self.positions,
         }
+        if self.nll_positions:
+            out["forget_ood_nll"] = self.nll_current_sum / self.nll_positions
+            out["forget_ood_nll_base"] = self.nll_base_sum / self.nll_positions
         if details:
             out["forget_current_centroid"] = centroid["current_centroid"].tolist()
             out["forget_pc_explained_variance"] = centroid["explained_variance_ratio"].tolist()

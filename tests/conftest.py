@@ -43,14 +43,16 @@ def onpolicy_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hinted_run(tmp_path_factory):
-    """configs/hinted_idft.yaml for 2 iterations (its eval actor after each): (out dir, training metrics).
+    """configs/hinted_idft.yaml for 2 iterations (its eval actor after each, with 8 transfer problems):
+    (out dir, training metrics).
 
     The loop waits for each eval before starting the next (eval.max_wait_seconds): on a loaded 2-core
     machine the eval of iteration 0 can outlast iteration 1, and the default (0) would skip an eval.
     """
     out = tmp_path_factory.mktemp("hinted")
     result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(out), "--set", "iterations=2",
-                     "--set", "checkpoint.every=1", "--set", "eval.max_wait_seconds=600")
+                     "--set", "checkpoint.every=1", "--set", "eval.max_wait_seconds=600",
+                     "--set", "eval.transfer={path: 'builtin:arithmetic', prompt_column: prompt, problems: 8}")
     assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return out, [m for m in read_jsonl(out / "metrics.jsonl") if m.get("kind") != "eval"]
 

@@ -25,8 +25,8 @@ def test_an_eval_before_training_and_after_every_iteration(hinted_run):
     assert sorted(eval_rows(out)) == [-1, *trained]
     for row in eval_rows(out).values():
         assert row["eval_problems"] == 16 and row["eval_k"] == 4
-        assert {"forget_kl", "forget_rank_mean", "forget_rank_gt1", "forget_centroid_shift",
-                "eval_reference_cll", "eval_seconds"} <= row.keys()
+        assert {"forget_kl", "forget_rank_mean", "forget_rank_gt1", "forget_centroid_shift", "forget_ood_nll",
+                "forget_ood_nll_base", "eval_reference_cll", "eval_seconds", "eval_transfer_pass1"} <= row.keys()
 
 
 def test_pass_at_1_and_pass_at_k_equal_a_direct_count_of_the_saved_answers(hinted_run):
@@ -42,6 +42,27 @@ def test_pass_at_1_and_pass_at_k_equal_a_direct_count_of_the_saved_answers(hinte
         assert row["eval_pass_at_k"] == len(solved) / 16
 
 
+def test_transfer_answers_are_judged_against_their_own_problems_and_recorded_with_prompt_and_gold(hinted_run):
+    from jobs.data import load_rows
+    from jobs.evaluation import eval_data_spec, transfer_data_spec
+    from jobs.spec import load_spec
+
+    out, _ = hinted_run
+    spec = load_spec(out / "spec.yaml")
+    transfer_rows = load_rows(transfer_data_spec(spec))
+    heldout_rows = load_rows(eval_data_spec(spec))
+    for iteration, row in eval_rows(out).items():
+        answers = read_jsonl(out / "eval" / f"iter-{iteration}.jsonl")
+        transfer = [a for a in answers if a["mode"] == "transfer"]
+        assert len(transfer) == row["eval_transfer_problems"] == 8
+        assert row["eval_transfer_pass1"] == sum(a["correct"] for a in transfer) / 8
+        for answer in answers:  # each record names its own question and gold answer, from its own source
+            source = transfer_rows if answer["mode"] == "transfer" else heldout_rows
+            assert answer["prompt"] == source[answer["problem"]]["prompt"]
+            assert answer["gold"] == source[answer["problem"]]["answer"]
+            assert "extracted" in answer and "response" in answer
+
+
 def test_forgetting_is_zero_for_the_starting_weights_and_grows_with_training(hinted_run):
     out, _ = hinted_run
     rows = eval_rows(out)
@@ -50,6 +71,7 @@ def test_forgetting_is_zero_for_the_starting_weights_and_grows_with_training(hin
     assert abs(start["forget_kl"]) < 1e-6
     assert start["forget_rank_mean"] == 1.0 and start["forget_rank_gt1"] == 0.0
     assert start["forget_centroid_shift"] < 1e-4
+    assert start["forget_ood_nll"] == pytest.approx(start["forget_ood_nll_base"], abs=1e-6)
     assert end["forget_kl"] > 100 * max(abs(start["forget_kl"]), 1e-9)
     assert end["forget_centroid_shift"] > start["forget_centroid_shift"]
 

@@ -275,12 +275,30 @@ def test_identical_models_show_no_forgetting(models):
     tokenizer, base, same, _, _ = models
     input_ids, attention = _ood_batch(tokenizer)
     stats = forgetting_stats(base, same, input_ids, attention)
-    assert set(stats) == {"forget_kl", "forget_rank_mean", "forget_rank_gt1", "forget_centroid_shift", "positions"}
+    assert set(stats) == {"forget_kl", "forget_rank_mean", "forget_rank_gt1", "forget_centroid_shift", "positions",
+                          "forget_ood_nll", "forget_ood_nll_base"}
     assert stats["positions"] == sum(int(n) - 1 for n in attention.sum(1))
+    assert stats["forget_ood_nll"] == pytest.approx(stats["forget_ood_nll_base"], abs=1e-9)
     assert abs(stats["forget_kl"]) <= 1e-6
     assert stats["forget_rank_mean"] == 1.0
     assert stats["forget_rank_gt1"] == 0.0
     assert stats["forget_centroid_shift"] <= 1e-5
+
+
+def test_ood_nll_is_the_mean_next_token_cross_entropy_of_each_model(models):
+    """Checked against torch's cross_entropy on each passage alone (no padding), for base and damaged."""
+    tokenizer, base, _, damaged, _ = models
+    input_ids, attention = _ood_batch(tokenizer)
+    stats = forgetting_stats(base, damaged, input_ids, attention)
+    for model, key in ((damaged, "forget_ood_nll"), (base, "forget_ood_nll_base")):
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for ids, n in zip(input_ids, attention.sum(1).tolist()):
+                logits = model(ids[None, :n]).logits[0]
+                total += float(torch.nn.functional.cross_entropy(logits[:-1].double(), ids[1:n], reduction="sum"))
+                count += n - 1
+        assert stats[key] == pytest.approx(total / count, rel=1e-5)
+    assert stats["forget_ood_nll"] > stats["forget_ood_nll_base"]  # the damage made the passages less likely
 
 
 def test_damaged_model_shows_forgetting(models):

@@ -46,6 +46,12 @@ def test_never_below_one_and_the_spec_overrides():
     assert threads["rollout worker 1"] == 3 and threads["learner rank 0"] == 5
 
 
+def test_the_eval_actor_keeps_its_share_unless_the_spec_names_its_threads():
+    on = {"eval.every": 1, "eval.cpus": 0.25}
+    assert threads_on(spec(**on), ["a"] * 6, {"a": 8.0})["eval actor"] == 1
+    assert threads_on(spec(**on, **{"eval.threads": 2}), ["a"] * 6, {"a": 8.0})["eval actor"] == 2
+
+
 def test_without_a_placement_the_cpu_share_decides():
     job = spec(**{"learner.cpus_per_rank": 2.0})
     threads = phase_threads(job, layout(job), {}, {})
