@@ -27,7 +27,7 @@ class Sample:
     finish_reason: str
     source: str = "on_policy"  # "hinted"/"rewrite" (Hinted Decoding); "demonstration"/"reference": the dataset's own
     engine_logprobs: list[float] = field(default_factory=list)  # vLLM's log p of each sampled token
-    token_cll: list[float] = field(default_factory=list)  # phi_t per response token (ALGORITHMS.md section 1)
+    token_cll: list[float] = field(default_factory=list)  # phi_t per response token (docs/algorithms.md section 1)
     cll: dict[str, float] = field(default_factory=dict)  # avg_cll, frac_gt_1, frac_gt_3, frac_gt_5
     # Summed log p of the response under the weights that scored its CLL: the
     # sampler's, so it is the reference log-prob when preference.reference is "sampler".

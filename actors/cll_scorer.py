@@ -1,7 +1,7 @@
 """Exact CLL of generated samples under the rollout worker's current weights.
 
 vLLM hands back top-k log-probs only, and CLL needs the entropy of the FULL
-next-token distribution (ALGORITHMS.md section 1). So each rollout worker keeps
+next-token distribution (docs/algorithms.md section 1). So each rollout worker keeps
 a transformers replica of the policy. The same weight sync that updates the
 engine updates the replica, and the replica scores every sample teacher-forced.
 The replica is also where Hinted Decoding (roadmap 2) gets the full

@@ -1,7 +1,7 @@
 """CLL from the engine itself: the entropy of every sampled position, recorded while vLLM samples.
 
 CLL needs, per response token, log p of the token and the entropy H of the full next-token
-distribution (ALGORITHMS.md section 1). vLLM returns the first (its raw log-probs) but not
+distribution (docs/algorithms.md section 1). vLLM returns the first (its raw log-probs) but not
 the second. Without this module a teacher-forced pass over every sample on the CLL replica
 provides both, which on a CPU costs about as much as generating (issue: performance).
 

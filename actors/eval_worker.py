@@ -3,7 +3,7 @@
 A rollout worker (a vLLM engine, plus the HF replica that holds the same
 weights) that also keeps the frozen base model and the verifier. The driver
 hands it the weights of an iteration by reference and goes on training; the
-evaluation runs beside the loop (jobs/evaluation.py). ALGORITHMS.md section 7.
+evaluation runs beside the loop (jobs/evaluation.py). docs/algorithms.md section 10.
 
     target task   greedy pass@1 and sampled pass@k on held-out problems, judged by the verifier
     forgetting    KL(base || current), token-rank shift and hidden-state centroid shift

@@ -1,6 +1,6 @@
 """Hinted Decoding: two streams of one model, one shared sampled sequence.
 
-"Hinted Decoding" of the seed paper (ALGORITHMS.md section 3) rewrites a
+"Hinted Decoding" of the seed paper (docs/algorithms.md section 3) rewrites a
 reference answer in the model's own words. Two contexts decode in lockstep:
 
 - hint stream p: a prompt with the question AND the reference answer, plus the

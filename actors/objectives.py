@@ -94,7 +94,7 @@ def pair_objective(
             beta=dpo.beta, eta=rpo.eta, form=rpo.form,
         )
     elif spec.algorithm == "irft" or dpo.loss in ("sigmoid", "robust"):
-        # IRFT's stage loss is the sigmoid DPO loss against the previous stage's policy (ALGORITHMS.md section 6).
+        # IRFT's stage loss is the sigmoid DPO loss against the previous stage's policy (docs/algorithms.md section 6).
         loss, metrics = dpo_loss(
             policy_chosen, policy_rejected, reference_chosen, reference_rejected,
             beta=dpo.beta, label_smoothing=dpo.label_smoothing, robust=dpo.loss == "robust",

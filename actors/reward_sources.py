@@ -207,7 +207,8 @@ def check_reward_sources(job: JobSpec, prompts: list[Prompt], resolve_model: Cal
             import_reward_function(spec.function)
         elif spec.kind == "reasoning_gym" and not is_reasoning_gym(job.data.path):
             raise SpecError(f"{where}: the reasoning_gym reward needs data.path 'reasoning-gym:<task>' (got {job.data.path!r})")
-        elif spec.kind == "math_answer":
+        elif spec.kind == "math_answer" and job.uses_rollout:
+            # Offline pairs (preference.source dataset) are never scored: their rows need no gold answer.
             for prompt in prompts:
                 if column_value(prompt.row, job.data.answer_column) in (None, ""):
                     raise DataError(

@@ -204,7 +204,7 @@ class RolloutWorker:
         return left, check
 
     def hinted(self, jobs: list, iteration: int) -> tuple[list[Sample], dict]:
-        """Rewrite each job's reference solution in the model's own words (ALGORITHMS.md section 3).
+        """Rewrite each job's reference solution in the model's own words (docs/algorithms.md section 3).
 
         The hint stream first writes its analysis with the engine, cut right after the header;
         then both streams decode together on the scorer replica (actors/hinted_decoding.py),

@@ -81,11 +81,11 @@ def auroc_interval(positives: list[float], negatives: list[float], resamples: in
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """(mean, low, high) over a few independent runs; one run gives no interval (low = high = mean)."""
+    """(mean, low, high) over a few independent runs; one run has no spread to judge by: (mean, -inf, inf)."""
     if not values:
         raise ValueError("t_interval needs at least one value")
     centre = mean(values)
     if len(values) < 2:
-        return centre, centre, centre
+        return centre, -math.inf, math.inf
     half = T975.get(len(values) - 1, Z95) * stdev(values) / math.sqrt(len(values))
     return centre, centre - half, centre + half

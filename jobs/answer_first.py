@@ -1,4 +1,4 @@
-"""The answer-first pipeline (ALGORITHMS.md section 3): a stage of the one loop, for rollout.mode hinted/rewrite
+"""The answer-first pipeline (docs/algorithms.md section 3): a stage of the one loop, for rollout.mode hinted/rewrite
 (and verified: the same stage with no hints, so only the policy's own right answers are kept).
 
     attempts   <- the on-policy samples of each problem, already scored by the reward actor

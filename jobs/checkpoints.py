@@ -39,6 +39,17 @@ LOOP_STATE_VERSION = 1
 _NAME = re.compile(r"^iter-(\d+)$")
 
 
+def checkpoint_due(iteration: int, last_iteration: int, every: int, every_seconds: float,
+                   seconds_since_last_save: float) -> bool:
+    """Save after `iteration`? After the last one always; else every `every` iterations or once
+    `every_seconds` of wall time have passed since the last save, whichever comes first (0 turns either off)."""
+    if iteration == last_iteration:
+        return True
+    if every and (iteration + 1) % every == 0:
+        return True
+    return bool(every_seconds) and seconds_since_last_save >= every_seconds
+
+
 def is_adapter_checkpoint(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 

@@ -7,7 +7,14 @@ writes compare.png and a self-contained compare.html into --output (default: her
   eval rows, else the training reward (`reward_mean`) of the last iteration
 - gain: target minus the same metric's first value (the first eval row, or iteration 0)
 - forget_kl, rank>1: `forget_kl` and `forget_rank_gt1` of the last eval row
-- seconds: the sum of `iteration_seconds`; tokens: generated plus trained tokens, summed
+- wall_s: the run's wall time as its rows tell it: start to first iteration (`seconds_to_first_iteration`,
+  once per start of a resumed run) + every `iteration_seconds` + the last eval's `eval_seconds` when it
+  evaluated the last iteration (the run waits for that one); the moments between iterations (writing rows,
+  report.html) are in no row, so it is a little short of the clock; "-" for rows without
+  seconds_to_first_iteration (runs older than that metric)
+- tokens: generated plus trained tokens, summed
+The plot: held-out accuracy (`eval_pass1`) and training reward (`reward_mean`) on their own panels,
+forget_kl where measured, and wall_s.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jobs.metrics_rows import EVAL, TRAIN, RunMetrics
+from jobs.metrics_rows import EVAL, TRAIN, RunMetrics, is_number
 from jobs.atomic_files import write_atomically
 from jobs.report import STYLE, png_data_uri, spec_fields
 
@@ -42,7 +49,7 @@ class RunSummary:
     gain: float | None
     forget_kl: float | None
     forget_rank_gt1: float | None
-    seconds: float | None
+    wall_seconds: float | None
     tokens: int | None
 
 
@@ -50,6 +57,17 @@ def total_tokens(metrics: RunMetrics) -> int | None:
     totals = [metrics.total(TRAIN, key) for key in ("generated_tokens", "train_tokens")]
     present = [t for t in totals if t is not None]
     return int(sum(present)) if present else None
+
+
+def wall_seconds(metrics: RunMetrics) -> float | None:
+    """Start-up, iterations and the wait for the last eval, from the rows (the module docstring says what is missed)."""
+    if not metrics.train or not is_number(metrics.train[0].get("seconds_to_first_iteration")):
+        return None
+    seconds = metrics.total(TRAIN, "seconds_to_first_iteration") + (metrics.total(TRAIN, "iteration_seconds") or 0.0)
+    last_eval = metrics.eval[-1] if metrics.eval else {}
+    if last_eval.get("iteration") == metrics.train[-1]["iteration"] and is_number(last_eval.get("eval_seconds")):
+        seconds += last_eval["eval_seconds"]
+    return seconds
 
 
 def summarize(run_dir: str | Path, metrics: RunMetrics | None = None) -> RunSummary:
@@ -71,7 +89,7 @@ def summarize(run_dir: str | Path, metrics: RunMetrics | None = None) -> RunSumm
         gain=final - metrics.first(kind, key) if key else None,
         forget_kl=metrics.last(EVAL, "forget_kl"),
         forget_rank_gt1=metrics.last(EVAL, "forget_rank_gt1"),
-        seconds=metrics.total(TRAIN, "iteration_seconds"),
+        wall_seconds=wall_seconds(metrics),
         tokens=total_tokens(metrics),
     )
 
@@ -95,7 +113,7 @@ COLUMNS = (
     ("gain", "gain", "{:+.3f}"),
     ("forget_kl", "forget_kl", "{:.4f}"),
     ("rank>1", "forget_rank_gt1", "{:.3f}"),
-    ("seconds", "seconds", "{:.1f}"),
+    ("wall_s", "wall_seconds", "{:.1f}"),
     ("tokens", "tokens", "{:d}"),
 )
 
@@ -123,38 +141,42 @@ def format_table(summaries: list[RunSummary]) -> str:
     return "\n".join([line(headers), *(line(row) for row in rows)])
 
 
-def compare_png(summaries: list[RunSummary], runs: list[RunMetrics]) -> bytes:
-    """Target accuracy and (where measured) forgetting against iteration, one line per run; cost in seconds."""
+# (row kind, metric, panel title): a panel for each that some run has, one line per run.
+PANELS = (
+    (EVAL, "eval_pass1", "eval accuracy (eval_pass1, held-out)"),
+    (TRAIN, "reward_mean", "training reward (reward_mean)"),
+    (EVAL, "forget_kl", "forget_kl"),
+)
+
+
+def compare_figure(summaries: list[RunSummary], runs: list[RunMetrics]) -> Figure:
+    """Held-out accuracy, training reward and (where measured) forgetting against iteration; cost in wall seconds."""
     names = labels(summaries)
-    show_forgetting = any(run.series(EVAL, "forget_kl")[0] for run in runs)
-    panels = 3 if show_forgetting else 2
+    shown = [(kind, key, title) for kind, key, title in PANELS if any(run.series(kind, key)[0] for run in runs)]
+    panels = len(shown) + 1
     figure = Figure(figsize=(4.6 * panels, 3.4), dpi=90, layout="tight")
     FigureCanvasAgg(figure)
-    target = figure.add_subplot(1, panels, 1)
-    for name, summary, run in zip(names, summaries, runs):
-        if summary.target_metric:
-            target.plot(*run.series(summary.target_kind, summary.target_metric), marker="o",
-                        label=f"{name} ({summary.target_metric})")
-    target.set_title("target accuracy", fontsize=10)
-    if show_forgetting:
-        forgetting = figure.add_subplot(1, panels, 2)
+    for position, (kind, key, title) in enumerate(shown, start=1):
+        axes = figure.add_subplot(1, panels, position)
         for name, run in zip(names, runs):
-            iterations, values = run.series(EVAL, "forget_kl")
+            iterations, values = run.series(kind, key)
             if iterations:
-                forgetting.plot(iterations, values, marker="o", label=name)
-        forgetting.set_title("forget_kl", fontsize=10)
-    for axes in figure.axes:
+                axes.plot(iterations, values, marker="o", label=name)
+        axes.set_title(title, fontsize=10)
         axes.set_xlabel("iteration")
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize=8)
+        axes.legend(fontsize=8)
     cost = figure.add_subplot(1, panels, panels)
-    cost.bar(range(len(names)), [s.seconds or 0.0 for s in summaries])
+    cost.bar(range(len(names)), [s.wall_seconds or 0.0 for s in summaries])
     cost.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-    cost.set_title("cost: total iteration seconds", fontsize=10)
+    cost.set_title("cost: wall seconds (wall_s)", fontsize=10)
+    return figure
+
+
+def compare_png(summaries: list[RunSummary], runs: list[RunMetrics]) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    compare_figure(summaries, runs).savefig(buffer, format="png")
     return buffer.getvalue()
 
 

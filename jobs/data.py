@@ -6,7 +6,9 @@ engines, the CLL scorer and the learner then all see exactly the same tokens.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import random
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -15,7 +17,7 @@ from pathlib import Path
 from jobs import builtin
 from jobs.errors import DataError
 from jobs.word_problems import DEFAULT_COUNT as WORD_PROBLEMS_DEFAULT_COUNT, WORD_PROBLEMS, word_problem_rows
-from jobs.spec import CHAMP_PREFIX, REASONING_GYM_PREFIX, DataSpec, is_builtin, is_reasoning_gym
+from jobs.spec import CHAMP_PREFIX, REASONING_GYM_PREFIX, DataSpec, JobSpec, is_builtin, is_reasoning_gym
 
 REASONING_GYM_DEFAULT_SIZE = 1000
 
@@ -84,20 +86,108 @@ def _saved_split_is_empty(folder: Path) -> bool:
 
 
 def load_rows(spec: DataSpec) -> list[dict]:
-    """All rows of the configured split, as plain dicts."""
-    if is_builtin(spec.path):
-        rows = _builtin_rows(spec)
-    elif is_reasoning_gym(spec.path):
-        rows = _reasoning_gym_rows(spec)
-    elif spec.path.startswith(CHAMP_PREFIX):
-        rows = _champ_rows(spec)
-    else:
-        rows = _load_with_datasets(spec)
+    """The rows of the configured split this spec loads (see indexed_rows), as plain dicts."""
+    return [row for _, row in indexed_rows(spec)]
+
+
+def is_generated(path: str) -> bool:
+    """builtin:arithmetic, builtin:word-problems, reasoning-gym:<task>: another seed gives other problems."""
+    return is_builtin(path) or is_reasoning_gym(path)
+
+
+def heldout_indices(count: int, fraction: float) -> set[int]:
+    """The row indices of a fixed dataset of `count` rows that the eval keeps back (eval.holdout_fraction).
+
+    By problem id, which is the row's index in the source: the ceil(fraction x count) indices whose
+    SHA-256 is smallest. The same file always splits the same way, whoever loads it.
+    """
+    keep_back = math.ceil(round(fraction * count, 9))
+    order = sorted(range(count), key=lambda index: (hashlib.sha256(f"row {index}".encode()).digest(), index))
+    return set(order[:keep_back])
+
+
+def indexed_rows(spec: DataSpec) -> list[tuple[int, dict]]:
+    """(index in the source, row) of every row this spec loads, the first data.max_prompts of them.
+
+    A job with a held-out split (JobSpec._held_out_rows) loads part of its source: training the rows
+    heldout_indices leaves, the eval (heldout_data_spec) the others. The held-out problems of a
+    generated source are another seed's, less any whose prompt a training row has. The index stays the
+    row's own, so a prompt, sample or error message always names the row it came from.
+    """
+    rows = _source_rows(spec)
+    part = spec._part or {}
+    indexed = list(enumerate(rows))
+    if part.get("fraction") is not None and rows:
+        held_out = heldout_indices(len(rows), part["fraction"])
+        if not 0 < len(held_out) < len(rows):
+            raise DataError(
+                f"data.path {spec.path!r}: {len(rows)} row(s) cannot be split by eval.holdout_fraction "
+                f"{part['fraction']:g} ({len(held_out)} held out for the eval, {len(rows) - len(held_out)} left to "
+                f"train on); add rows, change eval.holdout_fraction, or give the eval its own file (eval.data_path)"
+            )
+        wanted = part["part"] == "heldout"
+        indexed = [(index, row) for index, row in indexed if (index in held_out) == wanted]
+    if part.get("training") is not None:
+        trained = {_prompt_key(row, spec) for row in load_rows(part["training"])}
+        indexed = [(index, row) for index, row in indexed if _prompt_key(row, spec) not in trained]
+        if not indexed:
+            raise DataError(
+                f"data.path {spec.path!r}: every held-out problem (data.seed + 1) is also a training prompt: the "
+                f"task has too few distinct problems to hold some back; give the eval its own (eval.data_path)"
+            )
     if spec.max_prompts is not None:
-        rows = rows[: spec.max_prompts]
-    if not rows:
+        indexed = indexed[: spec.max_prompts]
+    if not indexed:
         raise _no_rows(spec, f"split {spec.split!r}")
-    return rows
+    return indexed
+
+
+def _prompt_key(row: dict, spec: DataSpec) -> str:
+    # Equal prompt columns render to equal prompt text under one spec (same system prompt and template).
+    return json.dumps(row.get(spec.prompt_column), sort_keys=True, default=str)
+
+
+def heldout_data_spec(spec: JobSpec) -> DataSpec:
+    """Where the eval's held-out problems come from, disjoint from the training prompts.
+
+    eval.data_path when it is set. Else a fixed dataset's eval.holdout_fraction (the rows training leaves
+    out), or a generated source's data.seed + 1, less any problem whose prompt is a training prompt:
+    builtin:word-problems never repeats a question across seeds (jobs/word_problems.py, seed classes),
+    builtin:arithmetic and reasoning-gym can (most reasoning-gym tasks: data.seed + 1 is data.seed shifted
+    by one problem, so the held-out problems are drawn from past the training ones).
+    """
+    data = spec.data
+    if spec.eval.data_path:
+        held_out = data.model_copy(update={"path": spec.eval.data_path, "max_prompts": spec.eval.problems})
+        held_out._part = None
+    elif is_generated(data.path):
+        held_out = data.model_copy(update={"seed": data.seed + 1, "max_prompts": spec.eval.problems})
+        held_out._part = {"part": "heldout", "training": data}
+        if is_reasoning_gym(data.path):
+            # Most reasoning-gym tasks draw problem i from Random(seed + i): seed + 1's problems are seed's
+            # shifted by one. Generating as many more as training has leaves eval.problems after the drop.
+            held_out._part["generate"] = (data.max_prompts or REASONING_GYM_DEFAULT_SIZE) + spec.eval.problems
+    else:
+        held_out = data.model_copy(update={"max_prompts": spec.eval.problems})
+        held_out._part = {"part": "heldout", "fraction": spec.eval.holdout_fraction}
+    return held_out
+
+
+def heldout_prompts(spec: JobSpec, tokenizer) -> list[Prompt]:
+    """The eval's held-out problems, tokenized as the training prompts are (the eval actor's input)."""
+    problems, _ = load_prompts(heldout_data_spec(spec), tokenizer, spec.max_prompt_tokens)
+    return problems[: spec.eval.problems]
+
+
+def _source_rows(spec: DataSpec) -> list[dict]:
+    """Every row of the source (a generated one: data.max_prompts problems, or its default count)."""
+    if is_builtin(spec.path):
+        return _builtin_rows(spec)
+    if is_reasoning_gym(spec.path):
+        return _reasoning_gym_rows(spec)
+    if spec.path.startswith(CHAMP_PREFIX):
+        return _champ_rows(spec)
+    return _load_with_datasets(spec)
 
 
 def _builtin_rows(spec: DataSpec) -> list[dict]:
@@ -114,8 +204,8 @@ def _reasoning_gym_rows(spec: DataSpec) -> list[dict]:
 
     task = spec.path.removeprefix(REASONING_GYM_PREFIX)
     try:
-        dataset = reasoning_gym.create_dataset(task, size=spec.max_prompts or REASONING_GYM_DEFAULT_SIZE, seed=spec.seed,
-                                               **spec.task_options)
+        size = (spec._part or {}).get("generate") or spec.max_prompts or REASONING_GYM_DEFAULT_SIZE
+        dataset = reasoning_gym.create_dataset(task, size=size, seed=spec.seed, **spec.task_options)
     except Exception as exc:  # an unknown task name is a ValueError; bad task options vary
         raise DataError(f"data.path {spec.path!r}: reasoning-gym cannot create it ({type(exc).__name__}: {exc})") from None
     return [dict(entry) for entry in dataset]
@@ -280,8 +370,8 @@ def load_prompts(spec: DataSpec, tokenizer, max_prompt_tokens: int) -> tuple[lis
     """
     prompts = []
     counts = {"prompts_dropped_too_long": 0, "prompts_truncated": 0}
-    rows = load_rows(spec)
-    for index, row in enumerate(rows):
+    rows = indexed_rows(spec)
+    for index, row in rows:
         text, token_ids, messages = render_prompt(row, index, spec, tokenizer)
         if len(token_ids) > max_prompt_tokens:
             if spec.overlong_prompts == "error":

@@ -1,6 +1,6 @@
 """The `eval` section: what the eval actor measures, how often, and on which data.
 
-ALGORITHMS.md section 7. Held-out problems show what training gained on the
+docs/algorithms.md section 10. Held-out problems show what training gained on the
 target task; out-of-domain text, compared between the current policy and the
 frozen base model, shows what it cost everywhere else (forgetting).
 """
@@ -32,9 +32,17 @@ class EvalSpec(Section):
     )
     data_path: Optional[str] = Field(
         None,
-        description="Held-out problems, in any form data.path takes. Default: data.path with data.seed + 1, i.e. "
-        "fresh problems for generated sources (builtin:arithmetic, reasoning-gym:<task>); a file dataset needs "
-        "its own held-out file here.",
+        description="Held-out problems, in any form data.path takes. Default: for generated sources "
+        "(builtin:arithmetic, builtin:word-problems, reasoning-gym:<task>) fresh problems from data.seed + 1, less "
+        "any whose prompt a training row has; for a fixed dataset (file, folder, hub, champ:v0) the "
+        "eval.holdout_fraction of its rows that training never sees.",
+    )
+    holdout_fraction: float = Field(
+        0.1, gt=0, lt=1,
+        description="With eval.every > 0, no eval.data_path and a fixed dataset: the share of its rows kept back "
+        "for the eval and left out of training. Which rows: the ceil(fraction x rows) row indices whose SHA-256 "
+        "hash is smallest, so the same file always splits the same way. A split that leaves no row on either "
+        "side is refused.",
     )
     at_start: bool = Field(
         True, description="Also evaluate the weights the run starts from (iteration -1): the baseline of every gain. "

@@ -18,7 +18,7 @@ import ray
 
 from actors.eval_worker import EvalWorker
 from actors.placement import EVAL, thread_env
-from jobs.data import Prompt, load_prompts, response_text
+from jobs.data import Prompt, heldout_data_spec, heldout_prompts, load_prompts, response_text
 from jobs.ood_text import ood_passages
 from jobs.pairs import written_sample
 from jobs.progress import Progress
@@ -28,19 +28,19 @@ from jobs.spec import JobSpec
 
 
 def eval_data_spec(spec: JobSpec):
-    """Held-out problems: eval.data_path, or the training source with the next seed (fresh generated problems)."""
-    if spec.eval.data_path:
-        return spec.data.model_copy(update={"path": spec.eval.data_path, "max_prompts": spec.eval.problems})
-    return spec.data.model_copy(update={"seed": spec.data.seed + 1, "max_prompts": spec.eval.problems})
+    """Held-out problems, never among the training prompts: jobs/data.py heldout_data_spec says how."""
+    return heldout_data_spec(spec)
 
 
 def transfer_data_spec(spec: JobSpec):
     """The never-trained task: its own source and columns, the training data's chat settings and next seed."""
     transfer = spec.eval.transfer
-    return spec.data.model_copy(update={
+    data = spec.data.model_copy(update={
         "path": transfer.path, "task_options": transfer.task_options, "prompt_column": transfer.prompt_column,
         "answer_column": transfer.answer_column, "seed": spec.data.seed + 1, "max_prompts": transfer.problems,
     })
+    data._part = None  # all of it: the training data's held-out split is not this source's
+    return data
 
 
 @dataclass
@@ -55,8 +55,7 @@ def eval_inputs(spec: JobSpec, tokenizer) -> EvalInputs:
     """Problems, their reference solutions (where the data has them), tokenized out-of-domain passages, and the
     transfer task's problems."""
     data = eval_data_spec(spec)
-    problems, _ = load_prompts(data, tokenizer, spec.max_prompt_tokens)
-    problems = problems[: spec.eval.problems]
+    problems = heldout_prompts(spec, tokenizer)
     with_solution = [p for p in problems if _has(p, data.solution_column)]
     references = [written_sample(p, data.solution_column, tokenizer, -1, "reference") for p in with_solution]
     passages = ood_passages(spec.eval.ood_text, spec.eval.ood_passages, spec.seed)

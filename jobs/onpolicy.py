@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from actors.weight_sync import make_weight_sync
 from jobs.answer_first import answer_first
-from jobs.checkpoints import Checkpoint, CheckpointStore, is_adapter_checkpoint
+from jobs.checkpoints import Checkpoint, CheckpointStore, checkpoint_due, is_adapter_checkpoint
 from jobs.data import Prompt, PromptStream
 from jobs.pairs import dataset_pairs, demonstration_pairs, demonstration_samples, online_pairs
 from jobs.metrics_rows import TRAIN, row_kind
@@ -63,7 +63,7 @@ def cll_summary(samples) -> dict:
         "cll_mean": mean(tokens),
         "cll_sample_mean": mean(per_sample),
         "cll_sample_min": min(per_sample, default=0.0),
-        "cll_frac_gt_1": mean([s.cll["frac_gt_1"] for s in samples if s.token_cll]),
+        "cll_frac_above_minus1": mean([s.cll["frac_gt_1"] for s in samples if s.token_cll]),
         "response_tokens_mean": mean([len(s.response_token_ids) for s in samples]),
         "finished_by_eos": mean([1.0 if s.finish_reason == "stop" else 0.0 for s in samples]),
     }
@@ -167,6 +167,7 @@ def run_onpolicy(
         # Iterations whose batch is taken and whose generation is queued: iteration -> (stream position
         # before its batch, the batch, the generation). Always empty with rollout.max_policy_lag 0.
         ahead: dict[int, tuple] = {}
+        last_save = time.monotonic()  # checkpoint.every_seconds counts from here, then from each save
         if push_before_first and rollout:
             weight_sync.push(learners, rollout)
         if evaluation and not resume and spec.eval.at_start:
@@ -259,8 +260,10 @@ def run_onpolicy(
                 metrics["rollout_worker_restarts"] = rollout.take_restarts()
             if rewards:
                 metrics["reward_actor_restarts"] = rewards.take_restarts()
-            if (spec.checkpoint.every and (iteration + 1) % spec.checkpoint.every == 0) or iteration == last:
+            if checkpoint_due(iteration, last, spec.checkpoint.every, spec.checkpoint.every_seconds,
+                              time.monotonic() - last_save):
                 latest = save_checkpoint(iteration, finished_position)
+                last_save = time.monotonic()
                 metrics["checkpoint"] = str(latest.path)
             record(metrics)
             history.append(metrics)

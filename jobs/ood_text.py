@@ -1,4 +1,4 @@
-"""Out-of-domain text for measuring forgetting (ALGORITHMS.md section 7).
+"""Out-of-domain text for measuring forgetting (docs/algorithms.md section 10).
 
 Forgetting is measured on general text from other domains than the training
 data. Nothing is downloaded: the text ships with Python itself or is a user file.

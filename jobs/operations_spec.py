@@ -23,7 +23,13 @@ class SyncSpec(Section):
 
 
 class CheckpointSpec(Section):
-    every: int = Field(0, ge=0, description="Save every N iterations; 0 saves only at the end.")
+    every: int = Field(
+        10, ge=0, description="Save after every Nth iteration (and always after the last); 0: no count-based saves."
+    )
+    every_seconds: float = Field(
+        1800, ge=0, description="Also save after the first iteration that ends this many seconds (wall time) after "
+        "the last save, or after the loop started; whichever of the two is due first saves. 0: no time-based saves.",
+    )
     keep_last: int = Field(
         3, ge=1, description="Keep the newest N complete checkpoints; older ones are deleted once a new one is complete."
     )

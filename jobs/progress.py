@@ -76,6 +76,29 @@ def eval_change(evals: list[dict]) -> str:
                        for key, header, form in shown if key in first and key in last)
 
 
+def skipped_evals(history: list[dict], evals: list[dict]) -> int:
+    """Evals skipped over the whole run. Each eval row counts the skips of its start of the run so far
+    (`eval_skipped`); a resumed or restarted start (its first row has `resumed_from`) counts from 0 again."""
+    starts = sorted(m["iteration"] for m in history if "resumed_from" in m)
+    most: dict[int, int] = {}
+    for row in evals:
+        start = sum(1 for first in starts if row["iteration"] >= first)
+        most[start] = max(most.get(start, 0), row.get("eval_skipped") or 0)
+    return sum(most.values())
+
+
+# A run longer than this shows its first and last iteration and every SUMMARY_EVERY-th; metrics.jsonl has all.
+SUMMARY_ROWS = 20
+SUMMARY_EVERY = 10
+
+
+def summary_rows(history: list[dict]) -> list[dict]:
+    if len(history) <= SUMMARY_ROWS:
+        return list(history)
+    last = len(history) - 1
+    return [m for i, m in enumerate(history) if i in (0, last) or m["iteration"] % SUMMARY_EVERY == 0]
+
+
 def summary(name: str, history: list[dict], output_dir: str, seconds: float, evals: list[dict] = ()) -> str:
     columns = [(key, header, form) for key, header, form in COLUMNS if any(key in m for m in history)]
     widths = [max(8, len(header)) for _, header, _ in columns]
@@ -84,15 +107,27 @@ def summary(name: str, history: list[dict], output_dir: str, seconds: float, eva
         f"hintflow job '{name}' finished {len(history)} iteration(s) in {seconds:.1f}s",
         f"  {'iter':>4}  " + "  ".join(f"{header:>{w}}" for (_, header, _), w in zip(columns, widths)),
     ]
-    for m in history:
+    shown = summary_rows(history)
+    for m in shown:
         cells = [f"{formatted(m, key, form):>{w}}" for (key, _, form), w in zip(columns, widths)]
         lines.append(f"  {m['iteration']:>4}  " + "  ".join(cells))
+    if len(shown) < len(history):
+        lines.append(f"  ({len(history) - len(shown)} of {len(history)} iterations not shown: this is the first, "
+                     f"the last and every {SUMMARY_EVERY}th; metrics.jsonl has them all)")
     checkpoint = next((m["checkpoint"] for m in reversed(history) if "checkpoint" in m), None)
-    files = "metrics.jsonl   samples  samples/iter-N.jsonl   spec  spec.yaml"
+    # Offline pairs generate nothing: name samples/ only when the run wrote some.
+    wrote_samples = any(Path(output_dir, "samples").glob("iter-*.jsonl"))
+    files = "metrics.jsonl" + ("   samples  samples/iter-N.jsonl" if wrote_samples else "") + "   spec  spec.yaml"
     if any("pairs" in m for m in history):
         files += "   pairs  pairs/iter-N.jsonl"
     if evals:
         lines.append(f"  eval        iteration {evals[0]['iteration']} -> {evals[-1]['iteration']}:   {eval_change(evals)}")
+        skipped = skipped_evals(history, evals)
+        if skipped:
+            lines.append(f"  eval        {skipped} eval(s) skipped, {len(evals)} ran: each came due while the one "
+                         f"before was still running, and the loop waits for that only up to eval.max_wait_seconds "
+                         f"(the last iteration's eval always runs); raise eval.max_wait_seconds or eval.every to run "
+                         f"them")
     lines += [f"  outputs     {output_dir}", f"  metrics     {files}",
               f"  report      report.html   tensorboard --logdir {output_dir}/tensorboard"]
     if checkpoint:

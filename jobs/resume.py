@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jobs.data import is_generated
 from jobs.checkpoints import TRAINING_STATE, Checkpoint, CheckpointError, CheckpointStore
 from jobs.errors import SpecError
 from jobs.spec import JobSpec
@@ -75,13 +76,23 @@ def changeable(path: str) -> bool:
     return any(path == allowed or path.startswith(allowed + ".") for allowed in CHANGEABLE_ON_RESUME)
 
 
+def splits_the_training_rows(key: str, before, after, spec: JobSpec) -> bool:
+    """The eval settings that decide which rows of a fixed dataset train (jobs/data.py, eval.holdout_fraction):
+    the fraction, the eval's own file, and the eval turned on or off. Changing one mid-run trains on other rows."""
+    if is_generated(spec.data.path):
+        return False  # generated sources are evaluated on another seed's problems: training keeps every row
+    if key in ("eval.holdout_fraction", "eval.data_path"):
+        return True
+    return key == "eval.every" and bool(before) != bool(after)
+
+
 def spec_changes(checkpoint: Checkpoint, spec: JobSpec) -> dict[str, list]:
     """{field: [then, now]} for what changed since the checkpoint; a fixed field that changed is refused."""
     then = flatten(checkpoint.loop_state()["spec"])
     now = flatten(spec.model_dump(mode="json"))
     changes = {key: [then.get(key), now.get(key)] for key in sorted(then.keys() | now.keys()) if then.get(key) != now.get(key)}
     for key, (before, after) in changes.items():
-        if not changeable(key):
+        if not changeable(key) or splits_the_training_rows(key, before, after, spec):
             raise SpecError(
                 f"--resume: {key} was {before!r} when {checkpoint.path.name} was written and is {after!r} now; "
                 f"it cannot change mid-run (what can: {', '.join(CHANGEABLE_ON_RESUME)})"

@@ -35,8 +35,13 @@ if TYPE_CHECKING:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.run", description=__doc__.split("\n")[0])
-    parser.add_argument("spec", help="YAML job spec, e.g. configs/hinted_idft.yaml")
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.run", description=__doc__.split("\n")[0],
+        usage="%(prog)s SPEC [--set KEY=VALUE ...] [--output-dir DIR] [--resume DIR] [--overwrite] [--actor-logs] "
+        "[--check]",
+    )
+    # Optional here only so that a spec swallowed by --set (below) gets a message that says so.
+    parser.add_argument("spec", nargs="?", help="YAML job spec, e.g. configs/hinted_idft.yaml")
     parser.add_argument("--output-dir", help="where outputs go (default: output_dir in the spec, or runs/<name>)")
     parser.add_argument(
         "--actor-logs", action="store_true",
@@ -52,15 +57,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="start over in an output directory that holds an earlier run's checkpoints (they are deleted)",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set train.lr=1e-5 (repeatable)",
+        "--set", dest="overrides", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+        help="override spec fields: one or more KEY=VALUE per --set, and --set may repeat, e.g. "
+        "--set train.lr=1e-5 iterations=3 --set eval.every=0 (values are read as YAML; put SPEC before --set)",
     )
     parser.add_argument(
         "--check", action="store_true",
         help="validate the spec, refuse what cannot work on its GPUs, print the resolved placement and exit; "
         "starts no Ray and needs no GPU",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.overrides = [assignment for group in args.overrides for assignment in group]
+    if args.spec is None:
+        # `--set a=1 SPEC`: --set takes every word up to the next option, the spec included.
+        swallowed = [word for word in args.overrides if "=" not in word]
+        parser.error(f"--set read {swallowed[-1]!r} as an override (it takes every word up to the next option); "
+                     f"give the spec first: python -m jobs.run SPEC --set KEY=VALUE ..."
+                     if swallowed else "the following arguments are required: SPEC")
+    return args
 
 
 def resolve_model(spec: JobSpec, outputs) -> str:
@@ -114,6 +128,27 @@ def actor_env_vars(spec: JobSpec) -> dict[str, str]:
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TRANSFORMERS_VERBOSITY": "error",
     }
+
+
+DEEPSPEED_CPU_NOTICE = "Setting accelerator to CPU."
+
+
+def without_deepspeed_cpu_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(DEEPSPEED_CPU_NOTICE)
+
+
+def silence_deepspeed_cpu_notice() -> None:
+    """Keep DeepSpeed's "Setting accelerator to CPU..." warning out of the driver's stdout.
+
+    The driver never runs DeepSpeed, but transformers' save_pretrained (building the builtin model) imports
+    it through accelerate, and on a machine without a GPU that import logs the warning to stdout (DeepSpeed's
+    "DeepSpeed" logger writes there). A filter on that logger, made here before DeepSpeed makes it its own,
+    drops this one message in this process; every other DeepSpeed message passes. The learners set
+    DS_ACCELERATOR before they import DeepSpeed, so they never log it.
+    """
+    deepspeed_logger = logging.getLogger("DeepSpeed")
+    if without_deepspeed_cpu_notice not in deepspeed_logger.filters:
+        deepspeed_logger.addFilter(without_deepspeed_cpu_notice)
 
 
 def start_ray(actor_logs: bool) -> None:
@@ -172,12 +207,30 @@ def written_response_columns(spec: JobSpec) -> list[str]:
     return []
 
 
+def submitted_by_ray_job() -> bool:
+    """Whether this driver is the entrypoint of a `ray job submit`.
+
+    Ray's job supervisor starts the entrypoint with RAY_JOB_CONFIG_JSON_ENV_VAR set, for the driver only
+    (ray/dashboard/modules/job/job_supervisor.py, _get_driver_env_vars). RAY_JOB_ID is not a sign: Ray strips
+    it from the entrypoint's environment (ray-project/ray#48621), and no RAY_SUBMISSION_ID is set.
+    """
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
 def resume_command(args: argparse.Namespace, output_dir: Path) -> str:
-    """What to type to continue this run: the same spec and overrides (fixed fields must match)."""
-    words = ["python", "-m", "jobs.run", args.spec, "--resume", str(output_dir)]
+    """What to type to continue this run: the same spec and overrides (fixed fields must match).
+
+    Run here, it starts with this very interpreter (a bare `python` may be another one, without hintflow's
+    packages); a submitted job is submitted again, where `python` is whatever the cluster's PATH gives, as
+    for the first submission.
+    """
+    words = ["-m", "jobs.run", args.spec]
     for assignment in args.overrides:
         words += ["--set", assignment]
-    return shlex.join(words)
+    words += ["--resume", str(output_dir)]
+    if submitted_by_ray_job():
+        return shlex.join(["ray", "job", "submit", "--working-dir", ".", "--", "python", *words])
+    return shlex.join([sys.executable, *words])
 
 
 def prepare_output_dir(outputs, args: argparse.Namespace, resuming: bool) -> None:
@@ -257,6 +310,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    silence_deepspeed_cpu_notice()
     stop = StopRequests()
     stop.install()
     output_dir = None

@@ -3,12 +3,15 @@
     DIR/spec.yaml                 the resolved spec (defaults filled in)
     DIR/resumes.jsonl             one line per --resume: the checkpoint it continued from, the spec changes
     DIR/metrics.jsonl             one JSON object per iteration, flushed as it happens
-    DIR/samples/iter-N.jsonl      every sample of iteration N with its CLL and rewards
+    DIR/samples/iter-N.jsonl      every sample of iteration N with its CLL and rewards (no samples/ folder
+                                  when nothing is sampled: offline preference training)
     DIR/pairs/iter-N.jsonl        every preference pair of iteration N with its reference and policy log-probs
     DIR/eval/iter-N.jsonl         every held-out answer the eval actor judged for the weights of iteration N
     DIR/checkpoints/iter-N/       HF folder: safetensors, config, tokenizer; training_state/ beside
                                   the weights (jobs/checkpoints.py)
     DIR/checkpoints/latest        name of the newest complete checkpoint
+    DIR/builtin/tiny-llama/       model.path builtin:tiny-llama: the tiny model, built here on the fly
+                                  (jobs/run.py resolve_model) and loaded from here by every actor
 
 Files are written whole-or-not-at-all (temp file + rename) or appended and
 flushed line by line, so a crash leaves only complete records behind.
@@ -36,7 +39,8 @@ class RunOutputs:
         self.eval_dir = self.dir / "eval"
         self.checkpoints_dir = self.dir / "checkpoints"
         self.metrics_path = self.dir / "metrics.jsonl"
-        for folder in (self.dir, self.samples_dir, self.checkpoints_dir):
+        # samples/ and pairs/ appear with their first file: a run that samples nothing names no empty folder.
+        for folder in (self.dir, self.checkpoints_dir):
             folder.mkdir(parents=True, exist_ok=True)
 
     def save_spec(self, spec: JobSpec) -> None:
@@ -59,6 +63,7 @@ class RunOutputs:
             os.fsync(handle.fileno())
 
     def write_samples(self, iteration: int, samples: list[Sample]) -> Path:
+        self.samples_dir.mkdir(exist_ok=True)
         path = self.samples_dir / f"iter-{iteration}.jsonl"
         write_atomically(path, "".join(json.dumps(asdict(s)) + "\n" for s in samples))
         return path

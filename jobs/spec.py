@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from jobs.errors import SpecError
 from jobs.eval_spec import EvalSpec
@@ -95,6 +95,10 @@ class DataSpec(Section):
         description="What happens to a prompt longer than model.max_model_len - rollout.max_new_tokens: drop it, "
         "truncate it to its last tokens as vLLM's truncate_prompt_tokens does, or fail naming the row.",
     )
+    # Not a setting (never in spec.yaml or --set): which part of the source this spec loads when the
+    # eval keeps rows back. Set by JobSpec._held_out_rows and jobs/data.py heldout_data_spec; read by
+    # jobs/data.py indexed_rows.
+    _part: Optional[dict] = PrivateAttr(None)
 
 
 class EngineSpec(Section):
@@ -129,7 +133,7 @@ DEFAULT_HINT_SYSTEM_PROMPT = (
 
 
 class HintedSpec(Section):
-    """ALGORITHMS.md section 3: Hinted Decoding, and the answer-first pipeline around it."""
+    """docs/algorithms.md section 3: Hinted Decoding, and the answer-first pipeline around it."""
 
     beta: float = Field(0.7, ge=0, description="lambda = clamp(beta * H(p) / log|V|, 0, 1); the authors' demo uses 3.")
     top_p: float = Field(0.95, gt=0, le=1)
@@ -203,7 +207,7 @@ class RolloutSpec(Section):
 
 
 class PreferenceSpec(Section):
-    """Where pairs and their reference log-probs come from (ALGORITHMS.md sections 4-6)."""
+    """Where pairs and their reference log-probs come from (docs/algorithms.md sections 4-8)."""
 
     source: Literal["online", "dataset"] = Field(
         "online",
@@ -331,6 +335,25 @@ class JobSpec(Section):
             self.eval.verifier = self.rollout.hinted.verifier if self.rollout.hinted.verifier in keys else keys[0]
         elif self.eval.verifier not in keys:
             raise ValueError(f"eval.verifier {self.eval.verifier!r} must name one of reward.sources (configured: {keys})")
+        return self
+
+    @model_validator(mode="after")
+    def _held_out_rows(self) -> "JobSpec":
+        # A fixed dataset (file, folder, hub, champ) evaluated without eval.data_path keeps
+        # eval.holdout_fraction of its rows back from training (jobs/data.py); generated sources
+        # (builtin:, reasoning-gym:) are evaluated on fresh problems of data.seed + 1 instead.
+        generated = is_builtin(self.data.path) or is_reasoning_gym(self.data.path)
+        held_out = bool(self.eval.every) and self.eval.data_path is None and not generated
+        self.data._part = {"part": "train", "fraction": self.eval.holdout_fraction} if held_out else None
+        return self
+
+    @model_validator(mode="after")
+    def _offline_pairs_score_nothing(self) -> "JobSpec":
+        # preference.source dataset trains on the dataset's own chosen/rejected: no sample is generated or
+        # scored, so reward sources would only start an idle reward actor and demand gold answers the
+        # pairs file need not have. The eval's verifier is the one use left for them.
+        if not self.uses_rollout and not self.eval.every and self.reward.sources:
+            self.reward.sources = []
         return self
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ an argument so this module never imports the schema it describes.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,10 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     where = _format_location(error["loc"])
     if error["type"] == "extra_forbidden":
         allowed = _allowed_fields(error["loc"], root)
+        close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
+        guess = f", did you mean `{close[0]}`?" if close else ""
         hint = f" (expected one of: {', '.join(allowed)})" if allowed else ""
-        return f"{where}: unknown field{hint}"
+        return f"{where}: unknown field{guess}{hint}"
     if error["type"] == "missing":
         if error["loc"] and isinstance(error["loc"][-1], int):
             return f"{_format_location(error['loc'][:-1])}: too few items (item [{error['loc'][-1]}] is missing)"

@@ -12,7 +12,7 @@ from jobs.spec_base import Section
 
 
 class IDFTSpec(Section):
-    """ALGORITHMS.md section 2; defaults are the authors' released runs."""
+    """docs/algorithms.md section 2; defaults are the authors' released runs."""
 
     beta: float = Field(1.0, gt=0)
     gamma_min: float = Field(0.1, ge=0)
@@ -28,7 +28,7 @@ class IDFTSpec(Section):
 
 
 class DPOSpec(Section):
-    """ALGORITHMS.md section 4. The DPO term of rpo and irft uses beta and the sigmoid loss."""
+    """docs/algorithms.md section 4. The DPO term of rpo and irft uses beta and the sigmoid loss."""
 
     loss: Literal["sigmoid", "robust", "ipo", "simpo"] = Field(
         "sigmoid", description="sigmoid (DPO; cDPO with label_smoothing > 0), robust, ipo, or simpo (reference-free)."
@@ -39,7 +39,7 @@ class DPOSpec(Section):
 
 
 class RPOSpec(Section):
-    """ALGORITHMS.md section 5: L_DPO + eta * L_SFT(chosen)."""
+    """docs/algorithms.md section 5: L_DPO + eta * L_SFT(chosen)."""
 
     eta: float = Field(0.005, ge=0)
     form: Literal["cumulative", "average"] = Field(
@@ -49,7 +49,7 @@ class RPOSpec(Section):
 
 
 class FDPGSpec(Section):
-    """f-DPG (losses/fdpg.py, ALGORITHMS.md section 6): minimise D_f(pi || p) to the target p = P / Z."""
+    """f-DPG (losses/fdpg.py, docs/algorithms.md section 7): minimise D_f(pi || p) to the target p = P / Z."""
 
     divergence: Literal["kl", "reverse_kl", "js", "tv", "chi2", "reverse_chi2"] = Field(
         "js", description="The f-divergence to the target; JS is the paper's recommendation."

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-# f′ of each divergence D_f(π‖p), as a function of log t = log(π/p) (ALGORITHMS.md section 6).
+# f′ of each divergence D_f(π‖p), as a function of log t = log(π/p) (docs/algorithms.md section 7).
 F_PRIME: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "kl": lambda log_t: -torch.exp(-log_t),  # forward KL(p‖π): f(t) = −log t
     "reverse_kl": lambda log_t: log_t + 1,  # KL(π‖p): f(t) = t log t

@@ -1,6 +1,6 @@
 """Forgetting: how far a fine-tuned policy drifted from its base on other-domain text.
 
-From ALGORITHMS.md section 7, after the seed paper "Does Math Reasoning Improve
+From docs/algorithms.md section 10, after the seed paper "Does Math Reasoning Improve
 General LLM Capabilities? Understanding Transferability of LLM Reasoning" ("does
 math reasoning transfer?"). On held-out text from OTHER domains than the training
 data, compare the frozen base model pi_0 with the current policy pi_ft:

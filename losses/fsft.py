@@ -8,7 +8,7 @@ conjugate f*(t) = t makes the policy's term E_π[f*(T)] equal β KL(π‖π_ref)
 term of the underlying KL-regularised problem: nothing holds the policy near the reference.
 Other conjugates leave a non-negative remainder E_π[f*(T) − T] that does.
 
-The formulas (f*, T) are those of ALGORITHMS.md section 6. The paper's own text could not be
+The formulas (f*, T) are those of docs/algorithms.md section 8. The paper's own text could not be
 read here; docs/design.md ("f-divergence SFT") gives the derivation, what was confirmed and the
 choices made where the source is silent. In summed sequence log-probs, per demonstration y_E and
 per sample y ~ π of the same prompt:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-# shared/ENVIRONMENT.md "Browser checks": headless as root, nothing fetched in the background.
+# Debian's chromium, headless as root, nothing fetched in the background.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 

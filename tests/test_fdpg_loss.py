@@ -17,7 +17,7 @@ F = {
     "reverse_kl": lambda t: t * torch.log(t),
     "js": lambda t: t * torch.log(t) - (t + 1) * torch.log((t + 1) / 2),
     "tv": lambda t: (t - 1).abs() / 2,
-    "chi2": lambda t: t + 1 / t,  # f′(t) = 1 − t⁻²: ALGORITHMS.md's (disco's) chi2
+    "chi2": lambda t: t + 1 / t,  # f′(t) = 1 − t⁻²: disco's chi2, docs/algorithms.md §7
     "reverse_chi2": lambda t: (t - 1) ** 2,
 }
 

@@ -18,8 +18,11 @@ def test_one_gpu_spec_passes_check_with_worker_and_rank_sharing_the_gpu():
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert "bundle 0 (CPU 2, GPU 0.8): rollout worker 0 (CPU 1, GPU 0.4) + learner rank 0 (CPU 1, GPU 0.4)" in lines
-    assert not any(line.startswith("bundle 1 ") for line in lines)
-    assert "in all: CPU 2, GPU 0.8" in lines
+    # The recipe's reward actor (CPU only) and eval actor (the GPU's last 0.2) come after the colocated pair.
+    assert "bundle 1 (CPU 0.25): reward actor (CPU 0.25)" in lines
+    assert "bundle 2 (CPU 1, GPU 0.2): eval actor (CPU 1, GPU 0.2)" in lines
+    assert not any(line.startswith("bundle 3 ") for line in lines)
+    assert "in all: CPU 3.25, GPU 1" in lines
     assert "engine: enforce_eager false, gpu_memory_utilization 0.3 (a GPU engine), model.dtype bfloat16" in lines
 
 

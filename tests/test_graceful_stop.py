@@ -61,8 +61,8 @@ def test_ctrl_c_writes_a_checkpoint_and_the_printed_command_resumes_it(tmp_path)
     assert [m["iteration"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == list(range(stopped_after + 1))
 
     command = shlex.split(match.group(4))
-    assert command[:3] == ["python", "-m", "jobs.run"]
-    resumed = subprocess.run([sys.executable, *command[1:]], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert command[:3] == [sys.executable, "-m", "jobs.run"]  # the interpreter that ran the job, not a bare python
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "finished 3 iteration(s)" in resumed.stdout
     assert [m["iteration"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [0, 1, 2]

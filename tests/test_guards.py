@@ -233,7 +233,7 @@ def test_new_fields_and_their_defaults():
         ({"placement": {"strategy": "ring"}}, "placement.strategy: Input should be 'pack' or 'spread' (got 'ring')"),
         ({"data": {"overlong_prompts": "skip"}},
          "data.overlong_prompts: Input should be 'drop', 'truncate' or 'error' (got 'skip')"),
-        ({"faults": {"restarts": 1}}, "faults.restarts: unknown field (expected one of: worker_restarts, job_restarts)"),
+        ({"faults": {"restarts": 1}}, "faults.restarts: unknown field, did you mean `job_restarts`? (expected one of: worker_restarts, job_restarts)"),
     ],
 )
 def test_new_fields_are_checked(raw, expected):

@@ -2,7 +2,7 @@
 
 The naive loops run the whole growing sequence through the model every step
 (no KV cache, no padding, no batching) and compute lambda and the mixture from
-the formula in ALGORITHMS.md section 3 themselves, in float64. Only the final
+the formula in docs/algorithms.md section 3 themselves, in float64. Only the final
 draw uses the module's `sample_top_p_temperature`, which is checked separately
 against a hand computation.
 """

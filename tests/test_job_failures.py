@@ -155,8 +155,10 @@ def test_hinted_rows_without_a_reference_solution(tmp_path):
         {"prompt": "What is 1 + 1?", "answer": "2", "solution": "1 + 1 = 2. The answer is 2."},
         {"prompt": "What is 2 + 2?", "answer": "4"},
     ])
+    # eval.every 0: with the eval on, a two-row file would keep one row back for it (eval.holdout_fraction),
+    # and this test is about a training row.
     result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(tmp_path / "out"), "--set", f"data.path={data}",
-                     timeout=120)
+                     "eval.every=0", timeout=120)
     assert result.returncode == 1
     assert_one_line(result, "data error: ", "data row 1", "no column 'solution'")
     assert "starting" not in result.stdout

@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import signal
+import sys
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_a_dead_learner_fails_the_job_in_one_line_and_the_named_checkpoint_resum
     assert match.group(2) == str(out / "checkpoints" / "iter-0")
     assert not seen["left_behind"]
 
-    assert seen["command"][:3] == ["python", "-m", "jobs.run"]
+    assert seen["command"][:3] == [sys.executable, "-m", "jobs.run"]
     assert seen["resumed_code"] == 0, seen["resumed_output"]
     assert f"resuming at iteration 1 from {out / 'checkpoints' / 'iter-0'}" in seen["resumed_stdout"]
     assert [m["iteration"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 1, 2]
