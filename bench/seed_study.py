@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.metrics_rows import RunMetrics
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "docs" / "results" / "seed-study"
 METHODS = ("sft", "sft-low-lr", "idft", "onpolicy-idft", "answer-first", "dpo", "rpo")
@@ -85,16 +87,6 @@ def code_commit() -> tuple[str, bool]:
     return head or "unknown", bool(changed)
 
 
-def eval_rows(run_dir: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {row["iteration"]: row for row in rows if row.get("kind") == "eval"}
-
-
-def train_rows(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [row for row in rows if row.get("kind", "train") == "train"]
-
-
 EVAL_KEYS = ("eval_pass1", "eval_transfer_pass1", "forget_kl", "forget_rank_mean", "forget_rank_gt1",
              "forget_centroid_shift", "forget_ood_nll", "forget_ood_nll_base", "eval_reference_cll", "eval_seconds")
 
@@ -144,8 +136,8 @@ def budget(run_dir: Path) -> dict:
 
 def collect(run_dir: Path, results: Path, method: str, seed: int, commit: str, dirty: bool, wall: float) -> None:
     """File a finished job's records; run.json last, so a crash in here leaves the run unfinished."""
-    evals = eval_rows(run_dir)
-    trains = train_rows(run_dir)
+    metrics = RunMetrics.read(run_dir)  # the project's one reader of metrics.jsonl, split by row kind
+    evals, trains = {row["iteration"]: row for row in metrics.eval}, metrics.train
     last = max(row["iteration"] for row in trains)
     if last not in evals:
         raise RuntimeError(f"{run_dir}: no eval of the final iteration {last} in metrics.jsonl")

@@ -7,6 +7,7 @@ bytes every time for the same files. Each verdict is computed by the rule printe
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -29,8 +30,6 @@ class Runs:
         self.info: dict[str, dict] = {}
         self.correct: dict[str, dict[str, dict[int, bool]]] = {}  # run -> mode -> problem -> right?
         for path in sorted(results.glob("*/run.json")):
-            import json
-
             info = json.loads(path.read_text())
             self.info[info["run"]] = info
             verdicts: dict[str, dict[int, bool]] = defaultdict(dict)
