@@ -24,6 +24,7 @@ from actors.objectives import pair_objective, sample_objective
 from actors.process_memory import peak_rss_mb, reset_peak_rss
 from actors.weight_broadcast import free_address, open_group, send_payload
 from actors.trainable_model import load_options, load_trainable_model
+from jobs.algorithms.base import PairLogps
 from jobs.checkpoints import MERGED, TRAINING_STATE, CheckpointError
 from jobs.errors import TrainingError
 from jobs.spec import JobSpec
@@ -225,11 +226,10 @@ class Learner:
                 [[p.reference_logp_chosen for p in pairs], [p.reference_logp_rejected for p in pairs]],
                 dtype=torch.float32, device=self.device,
             )
-        loss, metrics = pair_objective(
-            self.spec, logps[:n], logps[n:],
-            None if reference is None else reference[0], None if reference is None else reference[1],
-            lengths[:n], lengths[n:],
-        )
+        loss, metrics = pair_objective(self.spec, PairLogps(
+            logps[:n], logps[n:], None if reference is None else reference[0],
+            None if reference is None else reference[1], lengths[:n], lengths[n:],
+        ))
         records = [
             {"policy_logp_chosen": chosen, "policy_logp_rejected": rejected, "loss": pair_loss}
             for chosen, rejected, pair_loss in zip(

@@ -88,6 +88,7 @@ def main() -> int:
     from actors.learner import deepspeed_config, lr_multiplier, micro_batches, pair_logps
     from actors.trainable_model import load_options
     from actors.objectives import pair_objective, sample_objective
+    from jobs.algorithms.base import PairLogps
     from jobs.spec import validate_spec
     try:  # the job's own forward + per-token stats (it projects only the positions that predict response tokens)
         from actors.batching import response_stats
@@ -136,8 +137,8 @@ def main() -> int:
             if chunk[0].reference_logp_chosen is not None:
                 reference = torch.tensor([[p.reference_logp_chosen for p in chunk],
                                           [p.reference_logp_rejected for p in chunk]], dtype=torch.float32)
-            loss, _ = pair_objective(spec, logps[:n], logps[n:], None if reference is None else reference[0],
-                                     None if reference is None else reference[1], lengths[:n], lengths[n:])
+            loss, _ = pair_objective(spec, PairLogps(logps[:n], logps[n:], None if reference is None else reference[0],
+                                                     None if reference is None else reference[1], lengths[:n], lengths[n:]))
             return loss, sum(p.num_tokens for p in chunk)
         batch = collate_samples(chunk, pad_id)
         stats = response_stats(model, batch)

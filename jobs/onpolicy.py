@@ -1,4 +1,4 @@
-"""The recipe: one loop, whose stages the spec's `algorithm` switches on or off.
+"""The recipe: one loop, whose stages the spec's `algorithm` (jobs/algorithms/) plugs in.
 
     for each iteration:
         prompts  <- next batch of the dataset
@@ -13,10 +13,12 @@
         answer-first (rollout.mode hinted/rewrite): Hinted Decoding for the problems no sample
                     got right, verify again, keep right samples that pass the CLL filter
                     (rollout.mode verified: the same without the hints, i.e. rejection sampling)
-        pairs    <- dpo/rpo: best vs worst by reward; irft, fsft: (demonstration, own generation);
-                    offline: the dataset's chosen/rejected, and no generation at all
-        reference log-probs, once per pair: the sampler's come with the samples,
+        items    <- the algorithm's stage: the samples themselves, or pairs (dpo/rpo: best vs worst
+                    by reward; irft, fsft: (demonstration, own generation); offline: the dataset's
+                    chosen/rejected, and no generation at all)
+        reference log-probs, once per item: the sampler's come with the samples,
                     the initial model's from a frozen copy on the learners
+        the algorithm's stateful stage, if it has one (f-DPG: the target p = P/Z)
         train the learner group on the samples or the pairs
         push the new weights into every rollout engine, in place
         record metrics, samples and pairs; checkpoint when due
@@ -32,17 +34,17 @@ import time
 from dataclasses import dataclass
 
 from actors.weight_sync import make_weight_sync
+from jobs.algorithms.base import IterationData
 from jobs.answer_first import answer_first
 from jobs.checkpoints import Checkpoint, CheckpointStore, checkpoint_due, is_adapter_checkpoint
 from jobs.data import Prompt, PromptStream
-from jobs.pairs import dataset_pairs, demonstration_pairs, demonstration_samples, online_pairs
+from jobs.pairs import demonstration_samples
 from jobs.metrics_rows import TRAIN, row_kind
 from jobs.progress import Progress
 from jobs.report import write_report
 from jobs.run_outputs import RunOutputs
 from jobs.spec import JobSpec
 from jobs.evaluation import Evaluation, eval_inputs
-from jobs.fdpg_target import FDPGTarget
 from jobs.startup import StoppedWhileStarting, start_actors
 from jobs.stop_signals import StopRequests
 from jobs.tensorboard_log import TensorBoardLog
@@ -149,17 +151,18 @@ def run_onpolicy(
         refresh_report()
 
     evaluation = Evaluation(spec, actors.evaluator, outputs, progress, record) if actors.evaluator else None
-    fdpg_target = None
-    if spec.algorithm == "fdpg":
-        fdpg_target = FDPGTarget(spec, resume.loop_state().get("fdpg") if resume else None)
+    algorithm = spec.registered_algorithm
+    stage = None  # the algorithm's running state, restored from the checkpoint's loop state
+    if algorithm.stateful_stage:
+        stage = algorithm.stateful_stage(spec, resume.loop_state().get(algorithm.name) if resume else None)
     weight_sync = make_weight_sync(spec.sync)
 
     def save_checkpoint(iteration: int, data_position: dict) -> Checkpoint:
         progress.note(f"writing checkpoint iter-{iteration}")
         learners.save_checkpoint(str(checkpoints.begin(iteration)))
         loop_state = {"next_iteration": iteration + 1, "data": data_position, "spec": spec.model_dump(mode="json")}
-        if fdpg_target:
-            loop_state["fdpg"] = fdpg_target.state()
+        if stage:
+            loop_state[algorithm.name] = stage.state()
         return checkpoints.commit(iteration, loop_state)
 
     with actors, tensorboard:  # actors killed, event file closed, however the loop ends
@@ -203,7 +206,7 @@ def run_onpolicy(
                         ahead[later] = (position, later_batch, rollout.start_generate(later_batch, later))
                 samples, generation = rollout.finish_generate(generation_calls, iteration)
                 metrics.update(cll_summary(samples), **generation)
-            if spec.pairs_demonstrations_with_own_samples:
+            if algorithm.demonstrations:
                 demonstrations = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
                 metrics.update(demonstration_summary(demonstrations))
             if rewards and samples:
@@ -220,29 +223,19 @@ def run_onpolicy(
             if recorded:
                 outputs.write_samples(iteration, recorded)
 
-            if spec.trains_on_pairs:
-                if spec.pairs_demonstrations_with_own_samples:
-                    items, pairing = demonstration_pairs(demonstrations, samples)
-                elif spec.preference.source == "online":
-                    items, pairing = online_pairs(samples, spec.preference)
-                else:
-                    items, pairing = dataset_pairs(batch, spec.data, tokenizer, iteration)
-                metrics.update(pairing)
-                if spec.uses_initial_reference and items:
-                    progress.step(f"reference log-probs of {len(items)} pairs")
-                    metrics["reference_seconds"] = learners.fill_reference_logps(items)
-            else:
-                items = samples
-                if fdpg_target and items:
-                    progress.step(f"reference log-probs of {len(items)} samples: the f-DPG target")
-                    metrics["reference_seconds"] = learners.fill_reference_logps(items)
-                    metrics.update(fdpg_target.score(items))
+            items, made = algorithm.make_items(spec, IterationData(batch, samples, demonstrations, tokenizer, iteration))
+            metrics.update(made)
+            if spec.uses_initial_reference and items:
+                progress.step(f"reference log-probs of {len(items)} {algorithm.trains_on}")
+                metrics["reference_seconds"] = learners.fill_reference_logps(items)
+            if stage and items:
+                metrics.update(stage.score(items))
 
             if stop.requested:
                 break  # the last safe point before the weights change: this iteration is redone on resume
-            progress.step(f"training on {len(items)} {'pairs' if spec.trains_on_pairs else 'samples'}")
+            progress.step(f"training on {len(items)} {algorithm.trains_on}")
             metrics.update(learners.train(items, iteration))
-            if spec.trains_on_pairs:
+            if algorithm.trains_on == "pairs":
                 outputs.write_pairs(iteration, items)
 
             if rollout:

@@ -10,11 +10,12 @@ writes those lines). The resolved spec (defaults filled in) is saved with every 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from jobs.algorithms import REGISTERED, algorithm_named, names_where
 from jobs.errors import SpecError
 from jobs.eval_spec import EvalSpec
 from jobs.learner_spec import LearnerSpec, LoraSpec
@@ -24,10 +25,12 @@ from jobs.reward_spec import RewardSpec
 from jobs.spec_base import Section
 from jobs.spec_errors import read_spec_file, validation_error_line
 
+if TYPE_CHECKING:
+    from jobs.algorithms.base import Algorithm
+
 BUILTIN_PREFIX = "builtin:"
 REASONING_GYM_PREFIX = "reasoning-gym:"
 CHAMP_PREFIX = "champ:"
-PREFERENCE_ALGORITHMS = ("dpo", "rpo", "irft", "fsft")
 
 
 class ModelSpec(Section):
@@ -230,12 +233,9 @@ class JobSpec(Section):
     name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     iterations: int = Field(3, ge=1)
-    algorithm: Literal["sft", "idft", "dpo", "rpo", "irft", "fdpg", "fsft"] = Field(
-        "idft",
-        description="sft/idft: train on on-policy samples; dpo/rpo: train on preference pairs; "
-        "irft: pairs of (demonstration, own generation), stage by stage; "
-        "fdpg: policy gradient towards a target distribution (train.fdpg); "
-        "fsft: SFT on (demonstration, own generation) pairs with a pull towards the initial model (train.fsft).",
+    algorithm: Literal[tuple(REGISTERED)] = Field(
+        "idft", description="; ".join(f"{name}: {summary}" for name, summary in REGISTERED.items())
+        + " (jobs/algorithms/, one module each).",
     )
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -275,46 +275,27 @@ class JobSpec(Section):
         return self
 
     @model_validator(mode="after")
-    def _preference_setup(self) -> "JobSpec":
-        preference = self.preference
-        if preference.reference is None:
-            preference.reference = "sampler" if self.algorithm == "irft" else "initial"
-        if not self.trains_on_pairs:
-            return self
-        if self.algorithm == "irft":
-            if preference.source != "online":
-                raise ValueError("algorithm irft regenerates its pairs every stage; preference.source must be 'online'")
-            if preference.reference != "sampler":
-                raise ValueError("algorithm irft compares against the previous stage's policy; preference.reference must be 'sampler'")
-        elif self.algorithm == "fsft":
-            if preference.source != "online":
-                raise ValueError("algorithm fsft needs the policy's own samples beside the demonstrations; "
-                                 "preference.source must be 'online'")
-            if preference.reference != "initial":
-                raise ValueError("algorithm fsft pulls towards the initial model; preference.reference must be 'initial'")
-        elif preference.source == "online":
-            if self.rollout.samples_per_prompt < 2:
-                raise ValueError(
-                    f"online {self.algorithm} pairs samples of the same prompt; rollout.samples_per_prompt must be "
-                    f"at least 2 (got {self.rollout.samples_per_prompt})"
-                )
-            if not self.reward.sources:
-                raise ValueError(f"online {self.algorithm} ranks samples by reward; reward.sources is empty")
-        elif preference.reference == "sampler":
-            raise ValueError("preference.source 'dataset' has no sampler policy; preference.reference must be 'initial'")
-        if self.algorithm == "rpo" and self.train.dpo.loss != "sigmoid":
-            raise ValueError("algorithm rpo adds its SFT term to the sigmoid DPO loss; train.dpo.loss must be 'sigmoid'")
+    def _algorithm_rules(self) -> "JobSpec":
+        # What the algorithm's module declares (jobs/algorithms/): its preference reference, the samples
+        # its loss can take, then its own checks.
+        algorithm = self.registered_algorithm
+        if self.preference.reference is None:
+            self.preference.reference = algorithm.default_reference
+        if self.rollout.mode != "on_policy" and not algorithm.token_loss:
+            raise ValueError(
+                f"rollout.mode {self.rollout.mode!r} trains on the kept samples with "
+                f"{' or '.join(names_where(lambda a: a.token_loss))}, not {self.algorithm!r}"
+            )
+        if self.train.truncated_is_cap is not None and not algorithm.token_loss:
+            raise ValueError(f"train.truncated_is_cap weighs the token losses of "
+                             f"{' and '.join(names_where(lambda a: a.token_loss))}; algorithm "
+                             f"{self.algorithm} has none: leave it unset")
+        algorithm.check(self)
         return self
 
     @model_validator(mode="after")
     def _answer_first_setup(self) -> "JobSpec":
-        if self.rollout.mode == "on_policy":
-            return self
-        if self.algorithm not in ("sft", "idft"):
-            raise ValueError(
-                f"rollout.mode {self.rollout.mode!r} trains on the kept samples with sft or idft, not {self.algorithm!r}"
-            )
-        if self.rollout.mode == "reference":
+        if self.rollout.mode in ("on_policy", "reference"):
             return self
         keys = [s.key for s in self.reward.sources]
         if self.rollout.hinted.verifier not in keys:
@@ -372,52 +353,23 @@ class JobSpec(Section):
                              "use sync.method object_store")
         return self
 
-    @model_validator(mode="after")
-    def _fdpg_setup(self) -> "JobSpec":
-        if self.algorithm != "fdpg":
-            return self
-        keys = [s.key for s in self.reward.sources]
-        if not keys:
-            raise ValueError("algorithm fdpg builds its target from a reward source; reward.sources is empty")
-        fdpg = self.train.fdpg
-        if fdpg.constraint is None:
-            fdpg.constraint = keys[0]
-        elif fdpg.constraint not in keys:
-            raise ValueError(f"train.fdpg.constraint {fdpg.constraint!r} must name one of reward.sources (configured: {keys})")
-        if self.rollout.mode != "on_policy":
-            raise ValueError(f"algorithm fdpg trains on its own samples; rollout.mode must be 'on_policy' (got {self.rollout.mode!r})")
-        return self
-
-    @model_validator(mode="after")
-    def _truncated_is_on_token_losses(self) -> "JobSpec":
-        if self.train.truncated_is_cap is not None and self.algorithm not in ("sft", "idft"):
-            raise ValueError(f"train.truncated_is_cap weighs the token losses of sft and idft; algorithm "
-                             f"{self.algorithm} has none: leave it unset")
-        return self
-
-    @model_validator(mode="after")
-    def _samples_drawn_from_the_policy(self) -> "JobSpec":
-        # fdpg weighs each sample by pi(x) / q(x) with q the policy; fsft averages its penalty over the policy.
-        if self.algorithm in ("fdpg", "fsft") and (self.rollout.temperature != 1.0 or self.rollout.top_p != 1.0):
-            raise ValueError(
-                f"algorithm {self.algorithm} estimates an expectation under the policy from its samples: "
-                f"rollout.temperature and rollout.top_p must be 1 (got {self.rollout.temperature} and {self.rollout.top_p})"
-            )
-        return self
-
     @property
     def sample_count_varies(self) -> bool:
         """Pairs drop with ties and answer-first keeps only verified samples: the learners trim to an even split."""
         return self.trains_on_pairs or self.rollout.mode != "on_policy"
 
     @property
+    def registered_algorithm(self) -> Algorithm:
+        return algorithm_named(self.algorithm)
+
+    @property
     def pairs_demonstrations_with_own_samples(self) -> bool:
         """irft and fsft: every generation is paired with the dataset's demonstration of its prompt."""
-        return self.algorithm in ("irft", "fsft")
+        return self.registered_algorithm.demonstrations
 
     @property
     def trains_on_pairs(self) -> bool:
-        return self.algorithm in PREFERENCE_ALGORITHMS
+        return self.registered_algorithm.trains_on == "pairs"
 
     @property
     def uses_rollout(self) -> bool:
@@ -426,11 +378,8 @@ class JobSpec(Section):
 
     @property
     def uses_initial_reference(self) -> bool:
-        if self.algorithm == "fdpg":
-            return True  # a(x) of the target
-        return self.trains_on_pairs and self.preference.reference == "initial" and not (
-            self.algorithm == "dpo" and self.train.dpo.loss == "simpo"
-        )
+        """The learners fill log-probs of the frozen initial model before training (pairs: both responses)."""
+        return self.registered_algorithm.initial_reference(self)
 
     @property
     def samples_per_iteration(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -175,14 +176,25 @@ def test_submit_without_the_token_is_refused(ray_cluster):
     assert "Missing authentication token" in result.stdout + result.stderr
 
 
+def docs_multinode_runtime_env(shared: Path) -> dict:
+    """docs/gpu.md's --runtime-env-json for several nodes, its /nfs storage put at `shared`."""
+    given = re.findall(r"--runtime-env-json '([^']*)'", (REPO / "docs" / "gpu.md").read_text())
+    assert len(given) == 1, given
+    return json.loads(given[0].replace("/nfs", str(shared)))
+
+
 def test_spread_puts_workers_and_learners_on_both_nodes(ray_cluster, tmp_path):
     out = tmp_path / "spread"
-    # env_vars from --runtime-env-json reach the entrypoint's shell: the output directory is named only there.
+    # Submitted with docs/gpu.md's own runtime env (the one its multi-node command gives), plus one
+    # variable: env_vars reach the entrypoint's shell, and the output directory is named only there.
+    runtime_env = docs_multinode_runtime_env(tmp_path / "nfs")
+    runtime_env["env_vars"]["HINTFLOW_TEST_OUT"] = str(out)
     result = submit(
         ray_cluster, "sh", "-c",
+        f'test "$HF_HOME" = "{tmp_path / "nfs" / "hf"}" && test "$RAY_JOB_STOP_WAIT_TIME_S" = 600 && '
         'python -m jobs.run configs/onpolicy_idft.yaml --output-dir "$HINTFLOW_TEST_OUT" '
         "--set placement.strategy=spread --set iterations=2",
-        runtime_env={"env_vars": {"HINTFLOW_TEST_OUT": str(out)}},
+        runtime_env=runtime_env,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "finished 2 iteration(s)" in result.stdout  # a weight sync between the nodes included
