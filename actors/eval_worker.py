@@ -3,11 +3,11 @@
 A rollout worker (a vLLM engine, plus the HF replica that holds the same
 weights) that also keeps the frozen base model and the verifier. The driver
 hands it the weights of an iteration by reference and goes on training; the
-evaluation runs beside the loop (jobs/evaluation.py). docs/algorithms.md section 10.
+evaluation runs beside the loop (actors/evaluation.py). docs/algorithms.md section 10.
 
     target task   greedy pass@1 and sampled pass@k on held-out problems, judged by the verifier
     forgetting    KL(base || current), token-rank shift and hidden-state centroid shift
-                  on out-of-domain text (losses/forgetting.py)
+                  on out-of-domain text (actors/forgetting.py)
     the data      mean CLL of held-out reference solutions under the current weights: does the
                   model move towards the data, or the data towards the model?
     transfer      greedy pass@1 on a second task that is never trained on (eval.transfer)
@@ -22,16 +22,15 @@ import time
 
 import torch
 
-from actors.batching import Sample
-from actors.math_verifier import extract_final_answer
-from actors.trainable_model import TORCH_DTYPES
+from jobs.core.records import Sample
+from actors.rewards.math_verifier import extract_final_answer
+from actors.training.trainable_model import TORCH_DTYPES
 from actors.reward_actor import scoring_requests
-from actors.reward_sources import make_source
+from actors.rewards.sources import make_source
 from actors.rollout_worker import RolloutWorker, sampling_seed
-from jobs.answer_first import question_of
-from jobs.data import column_value
-from jobs.spec import JobSpec
-from losses.forgetting import ForgettingAccumulator
+from jobs.core.data_sources import column_value
+from jobs.core.spec import JobSpec
+from actors.forgetting_accumulator import ForgettingAccumulator
 
 # Its engine seed; sampling seeds are per request, so this only has to differ from the rollout workers'.
 EVAL_WORKER_INDEX = 1_000
@@ -46,7 +45,7 @@ class EvalWorker(RolloutWorker):
         model_path: str,
         base_model_path: str,
         reward_model_paths: dict[str, str],
-        inputs,  # jobs.evaluation.EvalInputs
+        inputs,  # actors.evaluation.EvalInputs
     ):
         from transformers import AutoModelForCausalLM
 
@@ -107,7 +106,7 @@ class EvalWorker(RolloutWorker):
         for mode, group, problems, answer_column in groups:
             by_index = {p.index: p for p in problems}
             records += [
-                {"mode": mode, "problem": s.prompt_index, "prompt": question_of(by_index[s.prompt_index]),
+                {"mode": mode, "problem": s.prompt_index, "prompt": by_index[s.prompt_index].question,
                  "gold": str(column_value(by_index[s.prompt_index].row, answer_column)),
                  "extracted": extract_final_answer(s.response), "response": s.response,
                  "reward": s.rewards["verifier"], "correct": bool(s.rewards["correct"]),

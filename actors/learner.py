@@ -17,17 +17,19 @@ from pathlib import Path
 
 import torch
 
-from actors.batching import Pair, Sample, collate_pairs, collate_samples, response_stats, teacher_forced_logprobs
-from actors.float32_head import use_float32_head
-from actors.full_weights import full_weights, plain_model
-from actors.objectives import pair_objective, sample_objective
+from actors.training.batching import collate_pairs, collate_samples, response_stats, teacher_forced_logprobs
+
+from jobs.core.records import Pair, Sample
+from actors.decoding.float32_head import use_float32_head
+from actors.weights.full_weights import full_weights, plain_model
+from actors.training.objectives import pair_objective, sample_objective
 from actors.process_memory import peak_rss_mb, reset_peak_rss
-from actors.weight_broadcast import free_address, open_group, send_payload
-from actors.trainable_model import load_options, load_trainable_model
+from actors.weights.broadcast import free_address, open_group, send_payload
+from actors.training.trainable_model import load_options, load_trainable_model
 from jobs.algorithms.base import PairLogps
-from jobs.checkpoints import MERGED, TRAINING_STATE, CheckpointError
-from jobs.errors import TrainingError
-from jobs.spec import JobSpec
+from jobs.core.checkpoints import MERGED, TRAINING_STATE, CheckpointError
+from jobs.core.errors import TrainingError
+from jobs.core.spec import JobSpec
 from losses.token_stats import sequence_logps
 
 DEEPSPEED_TAG = "deepspeed"
@@ -319,7 +321,7 @@ class Learner:
         return full_weights(self.engine.module, self.zero3, keep=self.rank == 0)
 
     def join_weight_group(self, address: str, port: int, world_size: int) -> None:
-        """Rank 0 only: be rank 0 of the weight broadcast group (actors/weight_broadcast.py)."""
+        """Rank 0 only: be rank 0 of the weight broadcast group (actors/weights/broadcast.py)."""
         self.weight_group = open_group(address, port, 0, world_size, self.device)
 
     def broadcast_weights(self) -> int | None:

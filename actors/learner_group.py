@@ -8,10 +8,10 @@ import time
 import ray
 
 from actors import placement
-from actors.batching import Pair, Sample
+from jobs.core.records import Pair, Sample
 from actors.learner import Learner, micro_batches
-from jobs.errors import HintflowError
-from jobs.spec import JobSpec
+from jobs.core.errors import HintflowError
+from jobs.core.spec import JobSpec
 
 
 

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from jobs.errors import SpecError
-from jobs.spec import JobSpec
+from jobs.core.errors import SpecError
+from jobs.core.spec import JobSpec
 
 # A free cluster places a group in well under a second; longer means the resources are
 # held by someone else (or the bundles cannot be packed onto the nodes), and the job fails
@@ -292,7 +292,7 @@ class JobPlacement:
         }
 
     def write(self, path: Path) -> None:
-        from jobs.atomic_files import write_atomically
+        from jobs.core.atomic_files import write_atomically
 
         write_atomically(Path(path), json.dumps(self.record(), indent=2) + "\n")
 

@@ -16,12 +16,12 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors import placement
-from actors.batching import Sample
-from actors.reward_sources import ScoringRequest, combine, make_source
-from actors.rollout_pool import Replacements, died
-from jobs.data import Prompt
-from jobs.errors import RewardError
-from jobs.spec import JobSpec
+from jobs.core.records import Sample
+from actors.rewards.sources import ScoringRequest, combine, make_source
+from actors.restarts import Replacements, died
+from jobs.core.records import Prompt
+from jobs.core.errors import RewardError
+from jobs.core.spec import JobSpec
 
 SCORE_TIMEOUT_S = 1800
 

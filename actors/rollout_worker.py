@@ -11,15 +11,15 @@ import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from actors.batching import Sample
-from actors.cll_scorer import CLLScorer, engine_token_stats, record_cll
-from actors.float32_head import engine_head_options
-from actors.trainable_model import TORCH_DTYPES
-from actors.vllm_weight_receiver import WORKER_EXTENSION
-from actors.weight_broadcast import open_group, receive_payload
-from actors.weights_payload import decode_weights, decode_weights_buffer
-from jobs.data import Prompt
-from jobs.spec import JobSpec
+from jobs.core.records import Sample
+from actors.decoding.cll_scorer import CLLScorer, engine_token_stats, record_cll
+from actors.decoding.float32_head import engine_head_options
+from actors.training.trainable_model import TORCH_DTYPES
+from actors.weights.vllm_receiver import WORKER_EXTENSION
+from actors.weights.broadcast import open_group, receive_payload
+from actors.weights.payload import decode_weights, decode_weights_buffer
+from jobs.core.records import Prompt
+from jobs.core.spec import JobSpec
 
 
 def vllm_env_vars(spec: JobSpec) -> dict[str, str]:
@@ -68,7 +68,7 @@ def sampling_seed(base_seed: int, iteration: int, prompt_index: int) -> int:
 def engine_logits_processors(spec: JobSpec) -> dict:
     if spec.rollout.cll_from != "engine":
         return {}
-    from actors.engine_entropy import PROCESSOR
+    from actors.decoding.engine_entropy import PROCESSOR
 
     return {"logits_processors": [PROCESSOR]}
 
@@ -118,7 +118,7 @@ class RolloutWorker:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from actors.engine_entropy import REQUEST_KEY  # imports vLLM: only where the engine runs
+        from actors.decoding.engine_entropy import REQUEST_KEY  # imports vLLM: only where the engine runs
 
         rollout = self.spec.rollout
         from_engine = rollout.cll_from == "engine"
@@ -180,7 +180,7 @@ class RolloutWorker:
 
         The first sample is also scored on the replica, apart, as the check that engine and replica agree.
         """
-        from actors.engine_entropy import entropies_in_order
+        from actors.decoding.engine_entropy import entropies_in_order
 
         recorded: dict = {}
         for per_worker in self.llm.collective_rpc("hintflow_take_entropies", args=(keys,)):
@@ -207,10 +207,10 @@ class RolloutWorker:
         """Rewrite each job's reference solution in the model's own words (docs/algorithms.md section 3).
 
         The hint stream first writes its analysis with the engine, cut right after the header;
-        then both streams decode together on the scorer replica (actors/hinted_decoding.py),
+        then both streams decode together on the scorer replica (actors/decoding/hinted_decoding.py),
         which holds the same weights as the engine. Results are CLL-scored under the plain prompt.
         """
-        from actors.hinted_decoding import HintedRequest, HintedSampling, hinted_decode
+        from actors.decoding.hinted_decoding import HintedRequest, HintedSampling, hinted_decode
 
         hinted = self.spec.rollout.hinted
         source = self.spec.rollout.mode  # "hinted", or "rewrite" for the beta = 0 baseline

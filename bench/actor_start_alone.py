@@ -47,7 +47,7 @@ def main() -> int:
     import yaml
 
     from jobs.run import actor_env_vars
-    from jobs.spec import validate_spec
+    from jobs.core.spec import validate_spec
 
     run = Path(args.run)
     raw = yaml.safe_load((run / "spec.yaml").read_text())
@@ -115,7 +115,7 @@ def main() -> int:
     if spec.eval.every:
         from transformers import AutoTokenizer
 
-        from jobs.evaluation import eval_inputs, start_eval_worker
+        from actors.evaluation import eval_inputs, start_eval_worker
 
         inputs = eval_inputs(spec, AutoTokenizer.from_pretrained(model))
         start("eval actor", lambda: start_eval_worker(spec, model, model, {}, inputs, env_vars, {}),

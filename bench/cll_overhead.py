@@ -66,13 +66,9 @@ def measure(bench: Bench) -> dict:
     run = bench.need(bench.base())
     raw = cll_numbers(bench, run)
     notes = [f"CLL path: rollout.cll_from = {raw['cll_from']}"]
-    smollm2 = bench.smollm2_job()
-    if smollm2 is None:
-        notes.append("SmolLM2 setting skipped: no --smollm2 PATH given")
-    elif smollm2.ok:
-        raw["smollm2"] = cll_numbers(bench, smollm2)
-    else:
-        raw["smollm2"] = {"error": smollm2.failure()}
+    smollm2 = bench.smollm2_numbers(cll_numbers, notes)
+    if smollm2 is not None:
+        raw["smollm2"] = smollm2
     headline = (f"{raw['standalone_generate_with_cll_seconds']:.2f}s vs {raw['standalone_generation_alone_seconds']:.2f}s "
                 f"with vs without CLL ({raw['cll_from']})")
     return figure(raw["standalone_ratio"], TARGET, raw, notes, best_of=raw["standalone_ratio_best_of_repeats"],

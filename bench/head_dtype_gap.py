@@ -18,10 +18,10 @@ import time
 def measure(model: str, dtype: str, head: str, prompts: int, max_new_tokens: int) -> dict:
     from transformers import AutoTokenizer
 
-    from actors.cll_scorer import logprob_gap_metrics
+    from actors.decoding.cll_scorer import logprob_gap_metrics
     from actors.rollout_worker import RolloutWorker, vllm_env_vars
-    from jobs.data import load_prompts
-    from jobs.spec import validate_spec
+    from jobs.core.data import load_prompts
+    from jobs.core.spec import validate_spec
 
     spec = validate_spec({
         "model": {"path": model, "dtype": dtype, "lm_head_dtype": head, "max_model_len": 512},

@@ -5,7 +5,7 @@
 All three decode the same prompts to exactly the same length (EOS ignored, no marker switch,
 no repetition stop), on this machine, in this run:
 - plain: vLLM sampling from the student prompts (what an on-policy rollout costs);
-- hinted: actors/hinted_decoding.py, all requests in one batch (two streams per token);
+- hinted: actors/decoding/hinted_decoding.py, all requests in one batch (two streams per token);
 - one at a time: the same code with batch_size 1, the shape of the authors' release
   (transformers, one sequence at a time; ours keeps the KV cache, so this baseline is the
   faster of the two possible ones).
@@ -47,7 +47,7 @@ print("SECONDS=" + json.dumps(seconds))
 
 
 def problems(count: int) -> list[tuple[str, str]]:
-    from jobs.builtin import arithmetic_rows
+    from jobs.core.builtin import arithmetic_rows
 
     rows = arithmetic_rows(count=count, seed=7)
     return [(r["prompt"], r["solution"]) for r in rows]
@@ -76,8 +76,8 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from actors.hinted_decoding import HintedRequest, HintedSampling, hinted_decode
-    from jobs.builtin import build_tiny_llama
+    from actors.decoding.hinted_decoding import HintedRequest, HintedSampling, hinted_decode
+    from jobs.core.builtin import build_tiny_llama
 
     torch.set_num_threads(args.threads)
     model_dir = args.model or str(build_tiny_llama(Path(tempfile.mkdtemp()) / "tiny-llama"))

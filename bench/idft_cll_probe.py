@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.idft_cll_probe --out docs/results/idft-cll-probe.json --report
 
 Trains two fresh copies of the model on the same reference solutions (builtin word problems,
-jobs/word_problems.py; reasoning-gym gsm_symbolic's answer_cot if that module is missing) with the
+jobs/core/word_problems.py; reasoning-gym gsm_symbolic's answer_cot if that module is missing) with the
 same batches and optimiser: (a) SFT, plain token-mean NLL (losses/sft.py); (b) IDFT through
 losses.idft.idft_loss with phi from losses.cll.centered_log_likelihood. Log p, entropy and the
 mask come from losses.token_stats.response_token_stats, the repo's one shift-and-gather.
@@ -42,7 +42,7 @@ EVAL_BATCH = 8
 def reference_rows(count: int, seed: int) -> tuple[list[dict], str]:
     """`count` rows with prompt and solution; the source's name."""
     try:
-        from jobs.word_problems import word_problem_rows
+        from jobs.core.word_problems import word_problem_rows
     except ImportError:
         import reasoning_gym
 
@@ -54,7 +54,7 @@ def reference_rows(count: int, seed: int) -> tuple[list[dict], str]:
 
 def encode(rows: list[dict], tokenizer) -> list[tuple[list[int], int]]:
     """(prompt + response token ids, prompt length) per row, as the repo builds reference samples."""
-    from jobs.data import response_token_ids
+    from jobs.core.data import response_token_ids
 
     items = []
     for row in rows:
@@ -236,8 +236,8 @@ def run(args) -> dict:
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     # The files whose code produced these numbers, if they differ from the commit (or are not in it).
-    used = ["losses/idft.py", "losses/cll.py", "losses/token_stats.py", "losses/sft.py", "jobs/data.py",
-            "jobs/word_problems.py", "bench/idft_cll_probe.py"]
+    used = ["losses/idft.py", "losses/cll.py", "losses/token_stats.py", "losses/sft.py", "jobs/core/data.py",
+            "jobs/core/word_problems.py", "bench/idft_cll_probe.py"]
     dirty = subprocess.run(["git", "status", "--porcelain", "--", *used], capture_output=True, text=True).stdout.split("\n")
     dirty = sorted(line[3:] for line in dirty if line.strip())
     return {

@@ -3,7 +3,7 @@
 A benchmark runs the real CLI (`python -m jobs.run SPEC --output-dir DIR --overwrite --set ...`) in
 a subprocess and reads:
 
-- `DIR/metrics.jsonl`: the training rows (`jobs.metrics_rows.row_kind(row) == TRAIN`), and when
+- `DIR/metrics.jsonl`: the training rows (`jobs.outputs.metrics_rows.row_kind(row) == TRAIN`), and when
   each row appeared. The file is polled every 50 ms while the job runs, so every row also gets
   an outside clock: the gap between two rows is the whole loop period (the iteration, plus the
   metrics/report writing and memory probes the job does after it measures `iteration_seconds`);
@@ -184,7 +184,7 @@ def load_record(out_dir: Path) -> JobRun | None:
     path = record_path(out_dir)
     if not path.exists() or not (out_dir / "metrics.jsonl").exists():
         return None
-    from jobs.metrics_rows import TRAIN, parse_rows, row_kind
+    from jobs.outputs.metrics_rows import TRAIN, parse_rows, row_kind
 
     record = json.loads(path.read_text())
     rows = [r for r in parse_rows((out_dir / "metrics.jsonl").read_text()) if row_kind(r) == TRAIN]
@@ -199,8 +199,8 @@ def check_overrides(config: str, overrides: list[str]) -> str | None:
     """None when the spec accepts these overrides, else the job's own one-line reason (e.g. a field it lacks)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from jobs.errors import SpecError
-    from jobs.spec import load_spec
+    from jobs.core.errors import SpecError
+    from jobs.core.spec import load_spec
 
     try:
         load_spec(REPO / config, overrides)
@@ -240,7 +240,7 @@ def run_job(label: str, config: str, overrides: list[str], out_dir: Path, env: d
     output = stdout_path.read_text() + stderr_path.read_text()
     rows = []
     if metrics_path.exists():
-        from jobs.metrics_rows import TRAIN, parse_rows, row_kind
+        from jobs.outputs.metrics_rows import TRAIN, parse_rows, row_kind
 
         rows = [r for r in parse_rows(metrics_path.read_text()) if row_kind(r) == TRAIN]
     ready = {m.group(1): float(m.group(2)) for m in READY_LINE.finditer(output)}
@@ -254,7 +254,7 @@ def run_job(label: str, config: str, overrides: list[str], out_dir: Path, env: d
 def watch(process: subprocess.Popen, metrics_path: Path, started: float, row_seen: dict[int, float],
           timeout: float) -> None:
     """Until the job exits: note when each training row first appears in metrics.jsonl (seconds after launch)."""
-    from jobs.metrics_rows import TRAIN, parse_rows, row_kind
+    from jobs.outputs.metrics_rows import TRAIN, parse_rows, row_kind
 
     while True:
         finished = process.poll() is not None
@@ -421,6 +421,15 @@ class Bench:
             return None
         return self.job("smollm2", SMOLLM2, [f"model.path={self.smollm2}",
                                              f"iterations={self.sizes['smollm2_iterations']}", *self.thread_pins()])
+
+    def smollm2_numbers(self, numbers, notes: list[str]) -> dict | None:
+        """`numbers(bench, run)` of the SmolLM2 job: its figures, or {"error": ...} when it failed; None
+        (and a note) without --smollm2 PATH."""
+        run = self.smollm2_job()
+        if run is None:
+            notes.append("SmolLM2 setting skipped: no --smollm2 PATH given")
+            return None
+        return numbers(self, run) if run.ok else {"error": run.failure()}
 
     def need(self, run: JobRun) -> JobRun:
         if not run.ok:

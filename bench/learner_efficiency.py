@@ -84,14 +84,11 @@ def measure(bench: Bench) -> dict:
              f"({raw['in_job_rank_threads_source']})"]
     if raw["train_padding_fraction"] is None:
         notes.append("the job does not emit train_padding_fraction")
-    smollm2 = bench.smollm2_job()
-    if smollm2 is None:
-        notes.append("SmolLM2 setting skipped: no --smollm2 PATH given")
-    elif smollm2.ok:
-        notes.append("SmolLM2 runs 2 learner ranks: its standalone loop trains rank 0's shard in one process")
-        raw["smollm2"] = learner_numbers(bench, smollm2)
-    else:
-        raw["smollm2"] = {"error": smollm2.failure()}
+    smollm2 = bench.smollm2_numbers(learner_numbers, notes)
+    if smollm2 is not None:
+        raw["smollm2"] = smollm2
+        if "error" not in smollm2:
+            notes.append("SmolLM2 runs 2 learner ranks: its standalone loop trains rank 0's shard in one process")
     t = raw["in_job_rank_threads"]
     headline = (f"{raw['in_job_train_tokens_per_s']:.0f} vs DS {raw['standalone_tokens_per_s']['deepspeed'][t]:.0f} / "
                 f"torch {raw['standalone_tokens_per_s']['torch'][t]:.0f} tok/s")

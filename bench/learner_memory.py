@@ -50,7 +50,7 @@ SETTINGS = {
 
 
 def samples(rank_count: int, iteration: int, vocab: int):
-    from actors.batching import Sample
+    from jobs.core.records import Sample
 
     rng = random.Random(iteration)
     return [Sample(iteration=iteration, prompt_index=i, prompt="", response="", finish_reason="length",
@@ -80,7 +80,7 @@ def idle_rank_mb(ranks: int) -> float:
         deepspeed.init_distributed(dist_backend="gloo", timeout=timedelta(minutes=5))
         return peak_rss_mb()
 
-    from actors.weight_broadcast import free_address
+    from actors.weights.broadcast import free_address
 
     _, port = free_address()
     return max(ray.get([idle.remote(r, port) for r in range(ranks)]))
@@ -92,7 +92,7 @@ def measure(model: str, name: str, setting: dict, ranks: int, malloc_mmap_thresh
 
     from actors.learner_group import LearnerGroup
     from jobs.run import actor_env_vars
-    from jobs.spec import validate_spec
+    from jobs.core.spec import validate_spec
 
     raw = {"algorithm": "sft", "iterations": 2, "model": {"path": model, **setting.get("model", {})},
            "learner": {"ranks": ranks, **setting["learner"]},
@@ -143,7 +143,7 @@ def main() -> int:
 
     import ray
 
-    from jobs.builtin import build_tiny_llama
+    from jobs.core.builtin import build_tiny_llama
 
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     ray.init(num_cpus=max(2, args.ranks), include_dashboard=False, log_to_driver=False)

@@ -1,13 +1,15 @@
-"""A Ray cluster of several nodes on this one machine, for the multi-node scaling points.
+"""A Ray cluster of several nodes on this one machine: the one module of local-cluster and port
+helpers, used by the benchmarks (bench/scaling.py's multi-node points) and the tests
+(tests/test_ray_job_submit.py).
 
-`local_cluster(nodes, cpus_per_node)` starts a head (`ray start --head --block`) and nodes-1 more
-raylets that join it, each with its own ports and --num-cpus, all under one private --temp-dir,
-with token auth on (the head, the nodes and every client agree on RAY_AUTH_MODE=token and one
-token file, as tests/test_ray_job_submit.py does). It yields the environment a job needs to run
-on it (RAY_ADDRESS = the head's GCS address, the auth variables, this venv first on PATH).
-On exit each `ray start --block` process this module started gets SIGTERM (it stops its own
-GCS, raylet and agents), SIGKILL to its own process group if it lingers. Never `ray stop`, which
-would stop every Ray process of the user, other people's included.
+`local_cluster(nodes, cpus_per_node, dashboard)` starts a head (`ray start --head --block`) and
+nodes-1 more raylets that join it, each with its own ports and --num-cpus, all under one private
+--temp-dir, with token auth on: the head, the nodes and every client agree on RAY_AUTH_MODE=token
+and one token file (docs/operations.md's set-up). It yields a `LocalCluster`: the environment a
+client needs, the GCS address, the dashboard's (for `ray job submit`, when asked for) and the node
+ids, head first. On exit each `ray start --block` process this module started gets SIGTERM (it
+stops its own GCS, raylet and agents), SIGKILL to its own process group if it lingers. Never
+`ray stop`, which would stop every Ray process of the user, other people's included.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -31,9 +36,27 @@ START_TIMEOUT_S = 180
 
 
 def free_port() -> int:
+    """A port nobody listens on now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    env: dict  # token auth on, this venv first on PATH; no RAY_ADDRESS (a job started with it joins)
+    gcs: str  # host:port, for RAY_ADDRESS and `ray start --address`
+    dashboard: str | None  # http://host:port for `ray job ...`; None when started without one
+    nodes: list[dict]  # {"id", "cpus"} of every alive node, head first
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [node["id"] for node in self.nodes]
+
+    @property
+    def job_env(self) -> dict:
+        """The environment of a `python -m jobs.run` that runs on this cluster."""
+        return {**self.env, "RAY_ADDRESS": self.gcs}
 
 
 def start_block(args: list[str], env: dict) -> subprocess.Popen:
@@ -42,6 +65,7 @@ def start_block(args: list[str], env: dict) -> subprocess.Popen:
 
 
 def stop_block(process: subprocess.Popen) -> None:
+    # SIGTERM to the leader only: it drains and stops its own gcs/raylet/dashboard/agents.
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -53,15 +77,17 @@ def stop_block(process: subprocess.Popen) -> None:
 
 
 def wait_for_nodes(gcs: str, env: dict, count: int) -> list[dict]:
-    """Every alive node (id and CPUs) once `count` have joined."""
+    """Every alive node (id and CPUs) once `count` have joined, head first (the client's own node)."""
     script = (
         "import json, time, ray\n"
         f"ray.init(address={gcs!r}, logging_level='ERROR')\n"
+        "head = ray.get_runtime_context().get_node_id()\n"
         f"deadline = time.time() + {START_TIMEOUT_S}\n"
         "while True:\n"
         "    nodes = [n for n in ray.nodes() if n['Alive']]\n"
         f"    if len(nodes) >= {count} or time.time() > deadline: break\n"
         "    time.sleep(0.5)\n"
+        "nodes.sort(key=lambda n: n['NodeID'] != head)\n"
         "print('NODES=' + json.dumps([{'id': n['NodeID'], 'cpus': n['Resources'].get('CPU', 0)} for n in nodes]))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
@@ -75,25 +101,50 @@ def wait_for_nodes(gcs: str, env: dict, count: int) -> list[dict]:
     return nodes
 
 
+def wait_for_dashboard(address: str, head: subprocess.Popen) -> None:
+    deadline = time.time() + START_TIMEOUT_S
+    while True:
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # an answer, even 401 without the token, means the dashboard is up
+        except OSError:
+            if head.poll() is not None:
+                raise RuntimeError("ray start --head exited") from None
+            if time.time() > deadline:
+                raise RuntimeError(f"the Ray dashboard did not come up in {START_TIMEOUT_S} s") from None
+            time.sleep(1)
+
+
 @contextlib.contextmanager
-def local_cluster(nodes: int = 2, cpus_per_node: float = 1) -> Iterator[dict]:
-    workdir = Path(tempfile.mkdtemp(prefix="hf-bench-ray-"))  # short: Ray's socket paths must stay < ~107 chars
+def local_cluster(nodes: int = 2, cpus_per_node: float = 1, dashboard: bool = False) -> Iterator[LocalCluster]:
+    workdir = Path(tempfile.mkdtemp(prefix="hf-ray-"))  # short: Ray's socket paths must stay < ~107 chars
     token = workdir / "auth_token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
+    # Every node and every client must agree on auth; a client only sends the token when its own
+    # RAY_AUTH_MODE is "token". A job runs `python` from the head's PATH: this venv's.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    gcs_port = free_port()
+    gcs_port, dashboard_port = free_port(), free_port()
     gcs = f"127.0.0.1:{gcs_port}"
+    address = f"http://127.0.0.1:{dashboard_port}" if dashboard else None
+    shows = [f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1"] if dashboard else ["--include-dashboard=false"]
     processes = []
     try:
-        processes.append(start_block([
-            "--head", f"--num-cpus={cpus_per_node:g}", f"--port={gcs_port}", "--include-dashboard=false",
+        head = start_block([
+            "--head", f"--num-cpus={cpus_per_node:g}", f"--port={gcs_port}", *shows,
             f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
             "--object-store-memory=500000000", f"--temp-dir={workdir / 'tmp'}",
-        ], env))
+        ], env)
+        processes.append(head)
+        if address:
+            wait_for_dashboard(address, head)
         wait_for_nodes(gcs, env, 1)
+        # More raylets on the same machine: every port of their own (the defaults of some are fixed
+        # numbers the head already holds), and worker ports picked by the OS.
         for _ in range(nodes - 1):
             processes.append(start_block([
                 f"--address={gcs}", f"--num-cpus={cpus_per_node:g}", "--object-store-memory=500000000",
@@ -102,8 +153,7 @@ def local_cluster(nodes: int = 2, cpus_per_node: float = 1) -> Iterator[dict]:
                 f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
                 "--min-worker-port=0", "--max-worker-port=0",
             ], env))
-        alive = wait_for_nodes(gcs, env, nodes)
-        yield {**env, "RAY_ADDRESS": gcs, "HINTFLOW_BENCH_NODES": json.dumps(alive)}
+        yield LocalCluster(env, gcs, address, wait_for_nodes(gcs, env, nodes))
     finally:
         for process in reversed(processes):
             stop_block(process)
@@ -112,6 +162,6 @@ def local_cluster(nodes: int = 2, cpus_per_node: float = 1) -> Iterator[dict]:
 
 if __name__ == "__main__":  # a smoke check: start two nodes, print them, stop
     started = time.perf_counter()
-    with local_cluster() as cluster_env:
-        print(cluster_env["HINTFLOW_BENCH_NODES"], f"up after {time.perf_counter() - started:.1f}s")
+    with local_cluster() as cluster:
+        print(cluster.nodes, f"up after {time.perf_counter() - started:.1f}s")
     print(f"stopped after {time.perf_counter() - started:.1f}s")

@@ -98,13 +98,9 @@ def measure(bench: Bench) -> dict:
              f"({raw['in_job_worker_threads_source']})"]
     if raw["iteration0_tokens_identical"] is False:
         notes.append("WARNING: the standalone engine's iteration-0 tokens differ from the job's: not the same work")
-    smollm2 = bench.smollm2_job()
-    if smollm2 is None:
-        notes.append("SmolLM2 setting skipped: no --smollm2 PATH given")
-    elif smollm2.ok:
-        raw["smollm2"] = rollout_numbers(bench, smollm2)
-    else:
-        raw["smollm2"] = {"error": smollm2.failure()}
+    smollm2 = bench.smollm2_numbers(rollout_numbers, notes)
+    if smollm2 is not None:
+        raw["smollm2"] = smollm2
     value = raw["ratio_same_threads"]
     threads = raw["in_job_worker_threads"]
     headline = (f"{raw['in_job_gen_tokens_per_s']:.0f} vs {raw['standalone_tokens_per_s_by_threads'][threads]:.0f} "

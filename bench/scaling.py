@@ -71,10 +71,10 @@ def measure(bench: Bench) -> dict:
         notes.append("the row marked 'job threads' is the 1-worker, 1-rank job with the thread counts the job picks "
                      "(every core per phase), the others pin 1 thread per worker and rank")
     try:
-        with local_cluster(nodes=2, cpus_per_node=1) as env:
+        with local_cluster(nodes=2, cpus_per_node=1) as cluster:
             for w, r in multi:
                 run = bench.onpolicy(w, r, extra=["placement.strategy=spread"], tag="-2nodes", iterations=iterations,
-                                     env=env)
+                                     env=cluster.job_env)
                 rows.append(point(run, 2))
         notes.append("two nodes = two raylets on this machine, 1 CPU each, placement.strategy=spread")
     except Exception as exc:

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.metrics_rows import RunMetrics
+from jobs.outputs.metrics_rows import RunMetrics
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "docs" / "results" / "seed-study"
@@ -190,9 +190,10 @@ def run_one(method: str, seed: int, model: str, work: Path, results: Path, commi
 
 def preflight(model: str, methods: list[str]) -> None:
     """One line and exit 2 for what would fail every run: the model folder, the specs, the task's solutions."""
-    from jobs.data import column_value, load_rows
-    from jobs.errors import HintflowError
-    from jobs.spec import load_spec
+    from jobs.core.data_sources import column_value
+    from jobs.core.data import load_rows
+    from jobs.core.errors import HintflowError
+    from jobs.core.spec import load_spec
 
     if not (Path(model) / "config.json").is_file():
         sys.exit(f"seed-study: --model {model}: no HF model folder there (config.json missing); "

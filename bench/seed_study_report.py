@@ -305,7 +305,7 @@ def write_report(results: Path) -> None:
         "skipped). Every run is a `python -m jobs.run` job of `configs/study-<method>-smollm2.yaml`.",
         "",
         "**Setup.** SmolLM2-135M-Instruct (the dequantised PyPI GGUF, docs/results.md) on `builtin:word-problems`: "
-        "one- to three-step word problems whose worked solutions were written by a program (jobs/word_problems.py), "
+        "one- to three-step word problems whose worked solutions were written by a program (jobs/core/word_problems.py), "
         "so SFT trains on text the model did not write; one budget for every method (below, as each run's spec "
         "recorded it). Eval after the last iteration: greedy pass@1 on the held-out problems (another data seed; "
         "no question is shared with training), greedy pass@1 on a task that is never trained on (transfer), and "

@@ -6,8 +6,8 @@ comparison's in-job side).
 For every iteration N of the job it takes what the learner trained on (DIR/samples/iter-N.jsonl
 for sft/idft, DIR/pairs/iter-N.jsonl for the pair algorithms), shuffles and trims it as
 actors/learner_group.py does for rank 0 of a 1-rank group, splits it with the learner's own
-`micro_batches`, and trains on it with the job's forward pass and loss (actors.batching.response_stats,
-actors/objectives.py), starting from the job's starting model, in one plain process:
+`micro_batches`, and trains on it with the job's forward pass and loss (actors.training.batching.response_stats,
+actors/training/objectives.py), starting from the job's starting model, in one plain process:
 
 - deepspeed: `deepspeed.initialize` with the job's own `deepspeed_config(spec)` (gloo, world
   size 1, torch AdamW and the job's LR schedule, as actors/learner.py);
@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import sys
 import time
 from pathlib import Path
@@ -36,16 +35,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bench.local_cluster import free_port  # noqa: E402 (after the path it needs)
 
 
 def load_items(run: Path, spec, iteration: int) -> list:
     """What the learner trained on in this iteration, in the order the driver handed it over."""
-    from actors.batching import Pair, Sample
+    from jobs.core.records import Pair, Sample
 
     if spec.trains_on_pairs:
         path, kind = run / "pairs" / f"iter-{iteration}.jsonl", Pair
@@ -84,14 +79,14 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from actors.batching import collate_samples
+    from actors.training.batching import collate_samples
     from actors.learner import deepspeed_config, lr_multiplier, micro_batches, pair_logps
-    from actors.trainable_model import load_options
-    from actors.objectives import pair_objective, sample_objective
+    from actors.training.trainable_model import load_options
+    from actors.training.objectives import pair_objective, sample_objective
     from jobs.algorithms.base import PairLogps
-    from jobs.spec import validate_spec
+    from jobs.core.spec import validate_spec
     try:  # the job's own forward + per-token stats (it projects only the positions that predict response tokens)
-        from actors.batching import response_stats
+        from actors.training.batching import response_stats
     except ImportError:  # older checkouts: full logits
         from losses.token_stats import response_token_stats
 

@@ -61,8 +61,8 @@ def main() -> int:
     import yaml
 
     from actors.rollout_worker import cpu_engine_workarounds, sampling_seed, vllm_env_vars
-    from jobs.data import Prompt
-    from jobs.spec import validate_spec
+    from jobs.core.records import Prompt
+    from jobs.core.spec import validate_spec
 
     run = Path(args.run)
     spec = validate_spec(yaml.safe_load((run / "spec.yaml").read_text()))

@@ -51,9 +51,9 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from actors.learner import micro_batches
-    from actors.trainable_model import load_options
+    from actors.training.trainable_model import load_options
     from bench.standalone_learner import load_items, rank0_shard
-    from jobs.spec import validate_spec
+    from jobs.core.spec import validate_spec
 
     run = Path(args.run)
     spec = validate_spec(yaml.safe_load((run / "spec.yaml").read_text()))

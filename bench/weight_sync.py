@@ -30,7 +30,7 @@ def payload_bytes(run: JobRun) -> int | None:
     """The sync payload's size rebuilt from the final checkpoint (only for jobs without sync_bytes)."""
     from safetensors.torch import load_file
 
-    from actors.weights_payload import encode_weights
+    from actors.weights.payload import encode_weights
 
     latest = run.out_dir / "checkpoints" / "latest"
     if not latest.exists():

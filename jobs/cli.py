@@ -7,7 +7,7 @@
     hintflow spec [FIELD]
 
 Each subcommand hands the rest of the command line, unchanged, to the module it names (jobs.run,
-jobs.compare, bench, bench.seed_study) and exits with its exit code; `python -m jobs.run` and the
+jobs.outputs.compare, bench, bench.seed_study) and exits with its exit code; `python -m jobs.run` and the
 others keep working on their own. `hintflow spec` prints jobs/spec_reference.py's reference of every
 spec field, or one field or section of it.
 """
@@ -39,7 +39,7 @@ def _run(argv: list[str]) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    from jobs.compare import main
+    from jobs.outputs.compare import main
 
     return main(argv)
 
@@ -108,7 +108,7 @@ def _spec(argv: list[str]) -> int:
 
 COMMANDS = {
     "run": Command("run SPEC ...", "run a job from a YAML spec (python -m jobs.run: --set, --resume, --check)", _run),
-    "compare": Command("compare DIR ...", "compare runs: a table, compare.png, compare.html (python -m jobs.compare)",
+    "compare": Command("compare DIR ...", "compare runs: a table, compare.png, compare.html (python -m jobs.outputs.compare)",
                        _compare),
     "bench": Command("bench ...", "the benchmark suite (python -m bench; from a clone of the repository)", _bench),
     "study": Command("study ...", "the seed study (python -m bench.seed_study; from a clone of the repository)",

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from actors.placement import EVAL, LEARNER, REWARD, ROLLOUT, Layout, describe, label, layout
-from jobs.errors import SpecError
-from jobs.spec import JobSpec
+from jobs.core.errors import SpecError
+from jobs.core.spec import JobSpec
 
 EPS = 1e-6  # GPU shares are sums of floats (0.1 + 0.2)
 GPU_FIELDS = {ROLLOUT: "rollout.gpus_per_worker", LEARNER: "learner.gpus_per_rank", REWARD: "reward.gpus",

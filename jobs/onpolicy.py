@@ -33,21 +33,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from actors.weight_sync import make_weight_sync
+from actors.weights.sync import make_weight_sync
 from jobs.algorithms.base import IterationData
-from jobs.answer_first import answer_first
-from jobs.checkpoints import Checkpoint, CheckpointStore, checkpoint_due, is_adapter_checkpoint
-from jobs.data import Prompt, PromptStream
-from jobs.pairs import demonstration_samples
-from jobs.metrics_rows import TRAIN, row_kind
-from jobs.progress import Progress
-from jobs.report import write_report
-from jobs.run_outputs import RunOutputs
-from jobs.spec import JobSpec
-from jobs.evaluation import Evaluation, eval_inputs
+from jobs.stages.answer_first import answer_first
+from jobs.core.checkpoints import Checkpoint, CheckpointStore, checkpoint_due, is_adapter_checkpoint
+from jobs.core.data import PromptStream
+from jobs.core.records import Prompt
+from jobs.algorithms.pairs import demonstration_samples
+from jobs.outputs.metrics_rows import TRAIN, row_kind
+from jobs.outputs.progress import Progress
+from jobs.outputs.report import write_report
+from jobs.outputs.run_outputs import RunOutputs
+from jobs.core.spec import JobSpec
+from actors.evaluation import Evaluation, eval_inputs
 from jobs.startup import StoppedWhileStarting, start_actors
 from jobs.stop_signals import StopRequests
-from jobs.tensorboard_log import TensorBoardLog
+from jobs.outputs.tensorboard_log import TensorBoardLog
 
 
 REPORT_REFRESH_S = 10.0  # report.html is rewritten at most this often, and once more when the loop ends

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.data import is_generated
-from jobs.checkpoints import TRAINING_STATE, Checkpoint, CheckpointError, CheckpointStore
-from jobs.errors import SpecError
-from jobs.spec import JobSpec
+from jobs.core.data_sources import is_generated
+from jobs.core.checkpoints import TRAINING_STATE, Checkpoint, CheckpointError, CheckpointStore
+from jobs.core.errors import SpecError
+from jobs.core.spec import JobSpec
 
 # Dotted field paths (a prefix covers its whole section) a resumed run may set differently.
 CHANGEABLE_ON_RESUME = (
@@ -77,7 +77,7 @@ def changeable(path: str) -> bool:
 
 
 def splits_the_training_rows(key: str, before, after, spec: JobSpec) -> bool:
-    """The eval settings that decide which rows of a fixed dataset train (jobs/data.py, eval.holdout_fraction):
+    """The eval settings that decide which rows of a fixed dataset train (jobs/core/data.py, eval.holdout_fraction):
     the fraction, the eval's own file, and the eval turned on or off. Changing one mid-run trains on other rows."""
     if is_generated(spec.data.path):
         return False  # generated sources are evaluated on another seed's problems: training keeps every row

@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs import builtin
-from jobs.checkpoints import Checkpoint, CheckpointStore
-from jobs.errors import HintflowError, ModelError, SpecError
+from jobs.core import builtin
+from jobs.core.checkpoints import Checkpoint, CheckpointStore
+from jobs.core.errors import HintflowError, ModelError, SpecError
 from jobs.gpu_checks import check_gpu_spec
-from jobs.progress import summary
+from jobs.outputs.progress import summary
 from jobs.resume import resume_point, spec_changes
-from jobs.spec import JobSpec, is_builtin, load_spec
+from jobs.core.spec import JobSpec, is_builtin, load_spec
 from jobs.stop_signals import StopRequests
 
 if TYPE_CHECKING:
@@ -253,12 +253,12 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
     import ray
 
     from actors.learner_group import LearnerDied
-    from actors.trainable_model import check_trainable_model
-    from actors.reward_sources import check_reward_sources
-    from jobs.data import check_columns, load_prompts
-    from jobs.metrics_rows import RunMetrics
+    from actors.training.trainable_model import check_trainable_model
+    from actors.rewards.sources import check_reward_sources
+    from jobs.core.data import check_columns, load_prompts
+    from jobs.outputs.metrics_rows import RunMetrics
     from jobs.onpolicy import run_onpolicy
-    from jobs.run_outputs import RunOutputs
+    from jobs.outputs.run_outputs import RunOutputs
 
     started = time.perf_counter()
     outputs = RunOutputs(output_dir)

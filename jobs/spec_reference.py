@@ -1,6 +1,6 @@
 """The spec reference: every field of the job spec with its type, default and description.
 
-Built from the pydantic schema itself (JobSpec in jobs/spec.py and the sections it holds), so it
+Built from the pydantic schema itself (JobSpec in jobs/core/spec.py and the sections it holds), so it
 says what the code accepts. docs/spec-reference.md is this module's output, and a test fails when
 the two differ; after a schema change, regenerate it:
 
@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from jobs.spec import JobSpec
+from jobs.core.spec import JobSpec
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "spec-reference.md"
 REGENERATE = "python -m jobs.spec_reference --write"
@@ -269,7 +269,7 @@ def markdown(found: list[Group] | None = None) -> str:
         "# Spec reference",
         "",
         "Every field of the job spec (the YAML files in `configs/`, `--set a.b=value`), with its type, default "
-        "and description. Generated from the pydantic schema in `jobs/spec.py` and the sections it holds; do not "
+        "and description. Generated from the pydantic schema in `jobs/core/spec.py` and the sections it holds; do not "
         f"edit by hand, regenerate with `.venv/bin/{REGENERATE}` (tests/test_cli_command.py fails when this file "
         "is stale). In a terminal: `hintflow spec FIELD`, e.g. `hintflow spec rollout.temperature` or "
         "`hintflow spec eval`.",

@@ -25,14 +25,14 @@ from actors.placement import EVAL, JobPlacement, role_of
 from actors.process_memory import peak_rss_mb, peak_rss_of
 from actors.reward_actor import RewardScorer
 from actors.rollout_pool import RolloutPool
-from jobs.progress import Progress
-from jobs.spec import JobSpec
+from jobs.outputs.progress import Progress
+from jobs.core.spec import JobSpec
 from jobs.stop_signals import StopRequests
 
 START_TIMEOUT_S = 900
 
 if TYPE_CHECKING:
-    from jobs.evaluation import EvalInputs
+    from actors.evaluation import EvalInputs
 
 
 class StoppedWhileStarting(Exception):
@@ -143,7 +143,7 @@ def start_actors(
             key = f"ready_seconds_{role_of(label).replace(' ', '_')}"
             actors.startup[key] = max(actors.startup.get(key, 0.0), ready)
         if eval_inputs is not None:
-            from jobs.evaluation import start_eval_worker
+            from actors.evaluation import start_eval_worker
 
             actors.evaluator = start_eval_worker(spec, policy_weights, initial_model, reward_model_paths, eval_inputs,
                                                  env_vars, placement.options(EVAL))

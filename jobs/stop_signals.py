@@ -2,7 +2,7 @@
 
 The first signal only raises a flag, which the loop reads between stages, so
 no Ray call is cut in half. A second one raises KeyboardInterrupt at once:
-nothing half-written can be mistaken for a checkpoint (jobs/checkpoints.py
+nothing half-written can be mistaken for a checkpoint (jobs/core/checkpoints.py
 commits by rename), so stopping hard is still safe, it just saves nothing new.
 
 Exit codes: 130 after SIGINT, 143 after SIGTERM (128 + the signal number, as

@@ -13,9 +13,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_sessionstart(session):
+    from tests.headless_browser import INSTALL, find_chromium
+
+    if os.environ.get("CI") == "true" and find_chromium() is None:
+        pytest.exit(f"CI=true and no headless browser: {INSTALL} (.ci/run does)", returncode=1)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from jobs.builtin import build_tiny_llama
+    from jobs.core.builtin import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama", seed=0)
 
@@ -23,7 +30,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tied_model(tmp_path_factory) -> Path:
     """Input and output embeddings share one tensor, as in SmolLM2, Qwen2.5-0.5B, Gemma."""
-    from jobs.builtin import build_tiny_llama
+    from jobs.core.builtin import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama-tied", seed=0, tie_word_embeddings=True)
 
@@ -143,3 +150,16 @@ def read_jsonl(path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def assert_rose_beyond_noise(before: list[float], after: list[float], what: str, z: float = 2.0) -> None:
+    """mean(after) exceeds mean(before) by more than z standard errors of that difference, the errors
+    measured on these values themselves (per sample or per pair, from the same run): a bound set by
+    the run's own noise, not by a number seen in an earlier run. With z = 2 a run in which nothing
+    changed passes about 2% of the time (one-sided normal tail)."""
+    import statistics
+
+    difference = statistics.fmean(after) - statistics.fmean(before)
+    error = (statistics.pvariance(before) / len(before) + statistics.pvariance(after) / len(after)) ** 0.5
+    assert difference > z * error, (f"{what}: {statistics.fmean(before):.4g} -> {statistics.fmean(after):.4g} "
+                                    f"(+{difference:.4g}), not above {z} x its standard error {error:.4g}")

@@ -1,7 +1,8 @@
 """A page as a person's browser shows it: headless Chromium's screenshot and loaded images.
 
-Chromium is a Debian package (`apt-get install chromium`; .ci/run installs it); where it is
-missing, the tests that need it skip and say so.
+Chromium is a Debian package (`apt-get install chromium`; .ci/run installs it). Where it is
+missing, the tests that need it skip and say so; under CI=true the suite refuses to start instead
+(tests/conftest.py), so that a CI run never passes without the browser checks.
 """
 
 from __future__ import annotations
@@ -30,12 +31,16 @@ window.addEventListener("load", () => {
 </script>"""
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+INSTALL = "install Debian's chromium (apt-get install chromium) for the browser check"
+
+
+def find_chromium() -> str | None:
+    return next((found for found in map(shutil.which, BROWSERS) if found), None)
+
+
 def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no headless browser: install Debian's chromium (apt-get install chromium) for the browser check")
+    return find_chromium() or pytest.skip(f"no headless browser: {INSTALL}")
 
 
 def run_chromium(work_dir: Path, *args: str) -> subprocess.CompletedProcess:

@@ -2,7 +2,7 @@
 
 import time
 
-from jobs.builtin import digit_share
+from jobs.core.builtin import digit_share
 
 SLOW_SECONDS = 0.02  # x 128 samples (test_worker_faults): seconds of scoring to kill the actor in
 

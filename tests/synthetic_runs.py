@@ -68,6 +68,6 @@ def write_run(run_dir: Path, name: str = "synthetic", algorithm: str = "idft", i
 
 
 def read_rows(run_dir: Path, kind: str) -> list[dict]:
-    """The rows of one kind, read apart from jobs/metrics_rows.py."""
+    """The rows of one kind, read apart from jobs/outputs/metrics_rows.py."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     return [row for row in rows if row.get("kind", "train") == kind]

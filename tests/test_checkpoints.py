@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs.checkpoints import CheckpointStore
+from jobs.core.checkpoints import CheckpointStore
 
 
 def write(store: CheckpointStore, iteration: int, weights: str = "w") -> None:

@@ -17,8 +17,9 @@ import pytest
 from pydantic import BaseModel
 
 from jobs import cli, spec_reference
-from jobs.eval_spec import EvalSpec
-from jobs.spec import JobSpec, RolloutSpec
+from jobs.core.eval_spec import EvalSpec
+from jobs.core.spec import JobSpec
+from jobs.core.rollout_spec import RolloutSpec
 
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = REPO / "pyproject.toml"
@@ -64,10 +65,10 @@ def test_run_reaches_the_real_parser_of_jobs_run(monkeypatch, capsys):
 
 
 def test_compare_hands_its_arguments_to_jobs_compare(monkeypatch):
-    import jobs.compare
+    import jobs.outputs.compare
 
     target = Recorder(3)
-    monkeypatch.setattr(jobs.compare, "main", target)
+    monkeypatch.setattr(jobs.outputs.compare, "main", target)
     assert cli.main(["compare", "runs/a", "runs/b", "--output", "cmp"]) == 3
     assert target.calls == [["runs/a", "runs/b", "--output", "cmp"]]
 

@@ -19,12 +19,12 @@ from types import SimpleNamespace
 import pytest
 
 from jobs import run as run_module
-from jobs.compare import compare_figure, main as compare_main, summarize
-from jobs.errors import SpecError
-from jobs.metrics_rows import RunMetrics
-from jobs.progress import summary
+from jobs.outputs.compare import compare_figure, main as compare_main, summarize
+from jobs.core.errors import SpecError
+from jobs.outputs.metrics_rows import RunMetrics
+from jobs.outputs.progress import summary
 from jobs.run import parse_args, resume_command, silence_deepspeed_cpu_notice
-from jobs.spec import validate_spec
+from jobs.core.spec import validate_spec
 from tests.synthetic_runs import eval_row, train_row, write_run
 
 # --set
@@ -76,7 +76,7 @@ def test_resume_command_of_a_submitted_job_submits_it_again(monkeypatch):
                                     "--resume", "/runs/a b"]
 
 
-# jobs.compare: the wall time, and the plot's panels
+# jobs.outputs.compare: the wall time, and the plot's panels
 
 
 def timed_run(run_dir: Path, name: str, startup: list[float], eval_every: int | None = 2) -> Path:

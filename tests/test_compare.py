@@ -1,4 +1,4 @@
-"""python -m jobs.compare: the table's numbers are the metrics files' numbers; the page and plot load."""
+"""python -m jobs.outputs.compare: the table's numbers are the metrics files' numbers; the page and plot load."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from jobs.compare import main, summarize
+from jobs.outputs.compare import main, summarize
 from tests.conftest import REPO
 from tests.headless_browser import assert_non_trivial_png, loaded_images, screenshot
 from tests.synthetic_runs import eval_row, read_rows, train_row, write_run
@@ -75,11 +75,11 @@ def test_a_directory_without_metrics_is_one_line_and_exit_2(tmp_path):
     run = write_run(tmp_path / "run")
     empty = tmp_path / "not-a-run"
     empty.mkdir()
-    result = subprocess.run([sys.executable, "-m", "jobs.compare", str(run), str(empty), "--output", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "jobs.outputs.compare", str(run), str(empty), "--output", str(tmp_path)],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
-        f"jobs.compare: {empty} has no metrics.jsonl; expected a run's output directory "
+        f"jobs.outputs.compare: {empty} has no metrics.jsonl; expected a run's output directory "
         f"(python -m jobs.run SPEC --output-dir DIR)"
     ]
     assert not (tmp_path / "compare.html").exists()

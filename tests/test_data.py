@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.data import PromptStream, load_prompts, load_rows
-from jobs.errors import DataError
-from jobs.spec import DataSpec
+from jobs.core.data import PromptStream, load_prompts
+from jobs.core.data import load_rows
+from jobs.core.errors import DataError
+from jobs.core.spec import DataSpec
 from tests.conftest import write_jsonl
 
 ROWS = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
@@ -112,7 +113,7 @@ def test_prompt_stream_cycles_through_every_prompt_each_epoch(tokenizer):
 
 
 def test_reasoning_gym_rows_with_nested_solution_column():
-    from jobs.data import column_value, response_text
+    from jobs.core.data_sources import column_value, response_text
 
     rows = load_rows(DataSpec(path="reasoning-gym:gsm_symbolic", prompt_column="question", max_prompts=3, seed=1))
     assert len(rows) == 3 and all(r["question"] and r["answer"] for r in rows)

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from jobs.spec import load_spec
+from jobs.core.spec import load_spec
 from losses.dft import dft_loss
 from losses.sft import sft_loss
 from tests.conftest import REPO, read_jsonl, run_cli

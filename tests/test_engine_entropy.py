@@ -1,11 +1,11 @@
-"""The engine-side entropy recorder (actors/engine_entropy.py): which row is which request, and what it records."""
+"""The engine-side entropy recorder (actors/decoding/engine_entropy.py): which row is which request, and what it records."""
 
 import math
 
 import pytest
 import torch
 
-from actors.engine_entropy import REQUEST_KEY, EntropyRecorder, entropies_in_order
+from actors.decoding.engine_entropy import REQUEST_KEY, EntropyRecorder, entropies_in_order
 
 pytest.importorskip("vllm")
 from vllm import SamplingParams  # noqa: E402

@@ -43,9 +43,9 @@ def test_pass_at_1_and_pass_at_k_equal_a_direct_count_of_the_saved_answers(hinte
 
 
 def test_transfer_answers_are_judged_against_their_own_problems_and_recorded_with_prompt_and_gold(hinted_run):
-    from jobs.data import load_rows
-    from jobs.evaluation import eval_data_spec, transfer_data_spec
-    from jobs.spec import load_spec
+    from jobs.core.data import load_rows
+    from actors.evaluation import eval_data_spec, transfer_data_spec
+    from jobs.core.spec import load_spec
 
     out, _ = hinted_run
     spec = load_spec(out / "spec.yaml")

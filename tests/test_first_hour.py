@@ -15,9 +15,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobs.data import Prompt, heldout_indices, heldout_prompts, load_prompts
-from jobs.errors import DataError
-from jobs.spec import load_spec, validate_spec
+from jobs.core.data import heldout_indices, heldout_prompts, load_prompts
+
+from jobs.core.records import Prompt
+from jobs.core.errors import DataError
+from jobs.core.spec import load_spec, validate_spec
 from tests.conftest import REPO, read_jsonl, run_cli, write_jsonl
 
 
@@ -108,7 +110,7 @@ def test_a_split_that_leaves_a_side_empty_is_refused_in_one_line(tmp_path, rows,
 
 
 def test_the_transfer_task_is_not_split_like_the_training_file(forty_rows):
-    from jobs.evaluation import transfer_data_spec
+    from actors.evaluation import transfer_data_spec
 
     spec = job(str(forty_rows), eval={"transfer": {"path": "builtin:arithmetic", "prompt_column": "prompt"}})
     assert spec.data._part is not None and transfer_data_spec(spec)._part is None
@@ -117,7 +119,7 @@ def test_the_transfer_task_is_not_split_like_the_training_file(forty_rows):
 # -- checkpoints by default ------------------------------------------------------------------------
 
 def test_checkpoint_due_whichever_comes_first():
-    from jobs.checkpoints import checkpoint_due
+    from jobs.core.checkpoints import checkpoint_due
 
     def due(iteration, seconds, every=10, every_seconds=1800, last=99):
         return checkpoint_due(iteration, last, every, every_seconds, seconds)
@@ -130,7 +132,7 @@ def test_checkpoint_due_whichever_comes_first():
 
 
 def test_every_shipped_spec_checkpoints_within_10_iterations_or_30_minutes():
-    from jobs.operations_spec import CheckpointSpec
+    from jobs.core.operations_spec import CheckpointSpec
 
     assert (CheckpointSpec().every, CheckpointSpec().every_seconds) == (10, 1800)
     for path in sorted((REPO / "configs").glob("*.yaml")):
@@ -160,7 +162,7 @@ PAIRS = [{"prompt": f"What is {i} + {i}?", "chosen": f"The answer is {2 * i}.", 
 
 
 def test_the_readme_offline_dpo_spec_needs_no_gold_answers():
-    from actors.reward_sources import check_reward_sources
+    from actors.rewards.sources import check_reward_sources
 
     words = readme_offline_dpo_command()
     assert "reward.sources=[]" not in words
@@ -175,7 +177,7 @@ def test_the_readme_offline_dpo_spec_needs_no_gold_answers():
 
 
 def test_a_run_that_samples_nothing_has_no_samples_folder(tmp_path):
-    from jobs.run_outputs import RunOutputs
+    from jobs.outputs.run_outputs import RunOutputs
 
     outputs = RunOutputs(tmp_path / "run")
     assert not outputs.samples_dir.exists() and outputs.checkpoints_dir.is_dir()
@@ -261,9 +263,9 @@ class _Checkpoint:
     ({"eval.holdout_fraction": 0.1}, {"eval.holdout_fraction": 0.2}, True),
 ])
 def test_a_resume_cannot_move_the_rows_of_a_fixed_dataset_between_training_and_eval(tmp_path, then, now, refused):
-    from jobs.errors import SpecError
+    from jobs.core.errors import SpecError
     from jobs.resume import spec_changes
-    from jobs.spec import JobSpec
+    from jobs.core.spec import JobSpec
 
     def job(**fields):
         rows = tmp_path / "rows.jsonl"

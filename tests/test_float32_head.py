@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from actors.float32_head import engine_head_options, use_float32_head
+from actors.decoding.float32_head import engine_head_options, use_float32_head
 
 
 def test_a_bf16_model_gets_float32_logits_from_float32_casts_and_keeps_its_tied_weights(tiny_tied_model):

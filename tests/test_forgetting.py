@@ -1,4 +1,4 @@
-"""Forgetting metrics (losses/forgetting.py) and their out-of-domain text (jobs/ood_text.py).
+"""Forgetting metrics (actors/forgetting.py) and their out-of-domain text (jobs/core/ood_text.py).
 
 Pure math against naive loops and numpy, then the tiny model against itself and
 against a deliberately damaged copy. No Ray, no vLLM.
@@ -16,17 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.errors import DataError
-from jobs.ood_text import STDLIB_DOCS, ood_passages
-from losses.forgetting import (
-    ForgettingAccumulator,
-    HiddenMoments,
-    centroid_shift,
-    counted_positions,
-    forgetting_stats,
-    token_kl,
-    token_rank_shift,
-)
+from jobs.core.errors import DataError
+from jobs.core.ood_text import STDLIB_DOCS, ood_passages
+from actors.forgetting import HiddenMoments, centroid_shift, counted_positions, token_kl, token_rank_shift
+from actors.forgetting_accumulator import ForgettingAccumulator, forgetting_stats
 
 # Right padding, with a row of one real token (no counted position) and a full row.
 ATTENTION = torch.tensor(
@@ -413,8 +406,8 @@ def test_ood_source_errors(tmp_path):
 
 def test_stdlib_docs_without_docstrings_is_a_data_error():
     script = (
-        "from jobs.ood_text import ood_passages\n"
-        "from jobs.errors import DataError\n"
+        "from jobs.core.ood_text import ood_passages\n"
+        "from jobs.core.errors import DataError\n"
         "try:\n    ood_passages('builtin:stdlib-docs', 3, 0)\n"
         "except DataError as exc:\n    print(exc.one_line())\n"
     )

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load
 from transformers import AutoModelForCausalLM
 
-from actors.full_weights import full_weights
-from actors.weights_payload import decode_weights
+from actors.weights.full_weights import full_weights
+from actors.weights.payload import decode_weights
 
 
 def lora_model(path, target_modules):
@@ -61,9 +61,9 @@ def test_tied_weights_travel_once(tiny_tied_model):
 def test_settings_the_model_cannot_take_are_refused_in_one_line_naming_the_field(tiny_model, tmp_path):
     from transformers import GPTNeoXJapaneseConfig
 
-    from actors.trainable_model import check_trainable_model
-    from jobs.errors import SpecError
-    from jobs.spec import validate_spec
+    from actors.training.trainable_model import check_trainable_model
+    from jobs.core.errors import SpecError
+    from jobs.core.spec import validate_spec
 
     lora = validate_spec({"model": {"lora": {"target_modules": ["q_proj", "query_key_value"]}}})
     with pytest.raises(SpecError, match=r"model.lora.target_modules: \['query_key_value'\] are not modules of LlamaForCausalLM.*q_proj"):

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from jobs.errors import SpecError
+from jobs.core.errors import SpecError
 from jobs.gpu_checks import DriverGPU, check_bf16, check_gpu_spec
-from jobs.spec import load_spec, validate_spec
+from jobs.core.spec import load_spec, validate_spec
 from tests.conftest import REPO, assert_one_line, run_cli
 
 

@@ -37,10 +37,10 @@ def stop_line(job: JobProcess) -> re.Match:
     return match
 
 
-def stop_with(signum: int, tmp_path, whole_group: bool) -> tuple[JobProcess, re.Match]:
+def stop_with(signum: int, tmp_path, whole_group: bool, phase: str = "generating") -> tuple[JobProcess, re.Match]:
     out = tmp_path / "run"
     job = JobProcess(*STOP_ARGS, "--output-dir", str(out))
-    job.wait_for_line("iteration 1 (2/3): generating")
+    job.wait_for_line(f"iteration 1 (2/3): {phase}")
     if whole_group:
         job.signal_group(signum)  # a terminal's Ctrl-C reaches every process of the foreground group
     else:
@@ -74,6 +74,20 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):
     assert state["next_iteration"] == int(match.group(2)) + 1
 
 
+@pytest.mark.parametrize("signum, whole_group, phase", [
+    (signal.SIGINT, True, "training on"), (signal.SIGTERM, False, "syncing weights"),
+], ids=["ctrl-c-while-training", "sigterm-during-the-weight-sync"])
+def test_a_signal_in_a_later_phase_still_leaves_a_resumable_checkpoint(tmp_path, signum, whole_group, phase):
+    """The learners (a Ctrl-C reaches them too) and the weight push are mid-work: the stop waits for the
+    safe point after them, so the checkpoint holds the weights of an iteration that finished whole."""
+    _, match = stop_with(signum, tmp_path, whole_group, phase)
+    stopped_after, checkpoint = int(match.group(2)), Path(match.group(3))
+    assert stopped_after >= 1  # the signal came after iteration 1 had started training
+    assert json.loads((checkpoint / "training_state" / "loop.json").read_text())["next_iteration"] == stopped_after + 1
+    assert (checkpoint / "model.safetensors").is_file()
+    assert [m["iteration"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == list(range(stopped_after + 1))
+
+
 def test_a_second_ctrl_c_stops_at_once_without_corrupting_anything(tmp_path):
     out = tmp_path / "run"
     job = JobProcess(*STOP_ARGS, "--set", "checkpoint.every=1", "--output-dir", str(out))
@@ -85,6 +99,8 @@ def test_a_second_ctrl_c_stops_at_once_without_corrupting_anything(tmp_path):
     lines = "".join(job.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("stopped at once by SIGINT: "), job.output()[-4000:]
     assert not job.wait_until_no_process_left(timeout=60)
-    # Whatever was mid-write is a dot-folder; every checkpoint under its real name is complete.
-    for folder in (out / "checkpoints").glob("iter-*"):
-        assert (folder / "training_state" / "loop.json").is_file() and (folder / "model.safetensors").is_file()
+    # Iteration 0 finished (checkpoint.every=1) before the first Ctrl-C, and iteration 1 never did:
+    # exactly that checkpoint, complete. Whatever was mid-write is a dot-folder.
+    folders = sorted((out / "checkpoints").glob("iter-*"))
+    assert [folder.name for folder in folders] == ["iter-0"], folders
+    assert (folders[0] / "training_state" / "loop.json").is_file() and (folders[0] / "model.safetensors").is_file()

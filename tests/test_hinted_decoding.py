@@ -1,4 +1,4 @@
-"""Hinted Decoding (actors/hinted_decoding.py) against naive loops written here.
+"""Hinted Decoding (actors/decoding/hinted_decoding.py) against naive loops written here.
 
 The naive loops run the whole growing sequence through the model every step
 (no KV cache, no padding, no batching) and compute lambda and the mixture from
@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from actors.hinted_decoding import (
+from actors.decoding.hinted_decoding import (
     HintedRequest,
     HintedSampling,
     hinted_decode,

@@ -52,10 +52,10 @@ def test_rewrites_were_decoded_with_the_weights_the_engines_held(hinted_run, ite
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from actors.hinted_decoding import HintedRequest, HintedSampling, hinted_decode
-    from jobs.answer_first import hint_jobs
-    from jobs.data import load_prompts
-    from jobs.spec import load_spec
+    from actors.decoding.hinted_decoding import HintedRequest, HintedSampling, hinted_decode
+    from jobs.stages.answer_first import hint_jobs
+    from jobs.core.data import load_prompts
+    from jobs.core.spec import load_spec
 
     out, _ = hinted_run
     spec = load_spec(out / "spec.yaml")

@@ -61,7 +61,7 @@ def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path, zero_sta
     line = assert_one_line(result, "training error: ", "iteration 0", "the gradient norm is not finite", "train.lr")
     assert "neither synced nor checkpointed" in line
     assert no_checkpoint_written(out)
-    # No half-written staging file or checkpoint folder either (jobs/atomic_files.py, jobs/checkpoints.py).
+    # No half-written staging file or checkpoint folder either (jobs/core/atomic_files.py, jobs/core/checkpoints.py).
     assert not [p for p in out.rglob(".*") if p.name.endswith((".tmp", ".partial"))]
     assert (out / "metrics.jsonl").read_text() == ""  # the failed iteration is not recorded as done
     assert len((out / "samples" / "iter-0.jsonl").read_text().splitlines()) == 16  # the samples are kept

@@ -15,11 +15,13 @@ import ray
 import torch
 from safetensors.torch import load_file
 
-from actors.batching import Sample, teacher_forced_logprobs
+from actors.training.batching import teacher_forced_logprobs
+
+from jobs.core.records import Sample
 from actors.learner_group import LearnerGroup
-from actors.weights_payload import decode_weights
+from actors.weights.payload import decode_weights
 from jobs.run import actor_env_vars
-from jobs.spec import validate_spec
+from jobs.core.spec import validate_spec
 from tests.conftest import vllm_prompt_logprobs
 
 ITERATIONS = 3  # the ZeRO-3 resume check trains 2 more
@@ -158,7 +160,7 @@ def test_zero3_checkpoint_holds_the_gathered_weights_and_loads_in_transformers_a
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_model):
     """Without DeepSpeed: the model as load_trainable_model builds it, with and without recomputation."""
-    from actors.trainable_model import load_trainable_model
+    from actors.training.trainable_model import load_trainable_model
 
     batch = torch.tensor([fixed_samples(0)[0].prompt_token_ids * 3])
     grads = {}
@@ -183,7 +185,7 @@ def test_the_dpo_reference_is_the_base_model_and_costs_no_whole_copy(local_ray, 
     rank with two runs a stand-in forward to match the rank with three (forwards gather together)."""
     from transformers import AutoModelForCausalLM
 
-    from actors.batching import Pair
+    from jobs.core.records import Pair
     from actors.learner import pair_logps
 
     spec = validate_spec({

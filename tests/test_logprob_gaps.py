@@ -2,7 +2,7 @@
 
 import pytest
 
-from actors.cll_scorer import logprob_gap_metrics
+from actors.decoding.cll_scorer import logprob_gap_metrics
 
 
 def test_one_bad_token_shows_in_the_max_but_not_in_the_mean_or_p99():

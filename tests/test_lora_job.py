@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from actors.batching import teacher_forced_logprobs
-from tests.conftest import read_jsonl, run_cli, vllm_prompt_logprobs
+from actors.training.batching import teacher_forced_logprobs
+from tests.conftest import independent_token_stats, read_jsonl, run_cli, vllm_prompt_logprobs
 
 pytestmark = pytest.mark.integration
 TARGETS = ("q_proj", "v_proj")
@@ -78,8 +78,18 @@ def test_the_merged_checkpoint_loads_in_transformers_and_vllm_with_the_engines_l
     hf = torch.tensor(teacher_forced_logprobs(model, probe, 0))
     vllm = torch.tensor(vllm_prompt_logprobs(merged, probe))
     assert float((hf - vllm).abs().max()) < 1e-4
-    # The engines generated iteration 1 on the weights pushed after iteration 0, not on these;
-    # that they hold merged weights at all shows in the job's own engine-vs-replica check.
     metrics = [m for m in read_jsonl(lora_run / "metrics.jsonl") if m.get("kind") != "eval"]
     assert [m["iteration"] for m in metrics] == [0, 1]
-    assert all(m["loss"] is not None for m in metrics)
+    # The engines and their CLL replicas held the same weights in both iterations ...
+    assert all(m["engine_scorer_logprob_max_diff"] < 1e-4 for m in metrics), metrics
+    # ... and in iteration 1 those were the merged weights pushed after iteration 0: each sample's
+    # log-prob under the weights that drew it is that of checkpoints/iter-0/merged, not the base model's.
+    samples = [s for s in read_jsonl(lora_run / "samples" / "iter-1.jsonl") if s["source"] == "on_policy"][:4]
+
+    def gap(model_dir) -> float:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        return max(abs(s["sequence_logp"] - sum(logp for logp, _ in independent_token_stats(
+            model, s["prompt_token_ids"], s["response_token_ids"]))) for s in samples)
+
+    assert gap(lora_run / "checkpoints" / "iter-0" / "merged") < 1e-3
+    assert gap(base_model_path(lora_run)) > 1e-2

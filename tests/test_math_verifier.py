@@ -1,4 +1,4 @@
-"""Tests for the math final-answer verifier (actors/math_verifier.py)."""
+"""Tests for the math final-answer verifier (actors/rewards/math_verifier.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from actors.math_verifier import answers_match, extract_final_answer, math_answer_score, parse_number
+from actors.rewards.math_verifier import answers_match, extract_final_answer, math_answer_score, parse_number
 
 # (response, gold, expected score). Each row names the rule it pins down.
 SCORE_CASES = [

@@ -64,7 +64,7 @@ def test_training_moved_the_weights(onpolicy_run):
 def test_checkpoint_loads_in_transformers_and_vllm_with_equal_logprobs(onpolicy_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from actors.batching import teacher_forced_logprobs
+    from actors.training.batching import teacher_forced_logprobs
 
     out, _ = onpolicy_run
     checkpoint = out / "checkpoints" / "iter-2"

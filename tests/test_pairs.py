@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from actors.batching import Sample
+from jobs.core.records import Sample
 from actors.learner import micro_batches
-from jobs.pairs import demonstration_pairs, online_pairs
-from jobs.spec import PreferenceSpec
+from jobs.algorithms.pairs import demonstration_pairs, online_pairs
+from jobs.core.spec import PreferenceSpec
 
 
 def sample(prompt_index: int, tokens: list[int], reward: float, source: str = "on_policy") -> Sample:

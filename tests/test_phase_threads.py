@@ -1,7 +1,7 @@
 """Thread counts follow the placement: a phase gets its node's cores, shared by the actors running in it."""
 
 from actors.placement import layout, phase_threads
-from jobs.spec import JobSpec
+from jobs.core.spec import JobSpec
 
 
 def spec(**overrides) -> JobSpec:

@@ -1,6 +1,6 @@
 """`ray job submit` against a local two-node cluster started as docs/operations.md says, token auth on.
 
-The head and a second node are two raylets on this machine, 2 CPUs each (fractional
+The head and a second node are two raylets on this machine (bench/local_cluster.py), 2 CPUs each (fractional
 requests: the actors ask for 0.25), each with its own ports; the second one joins the head's
 session (and so its temp dir). Both the same size, so that Ray's SPREAD, which gives every
 node one bundle and then each next bundle to the node left relatively emptiest, alternates. Each is stopped by signalling its own `ray start --block` process: never
@@ -10,146 +10,38 @@ node one bundle and then each next bundle to the node left relatively emptiest, 
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from bench.local_cluster import VENV_BIN, LocalCluster, local_cluster
 from tests.conftest import REPO, assert_one_line, read_jsonl, run_cli
 
 pytestmark = pytest.mark.integration
-VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class RayCluster:
-    address: str  # the dashboard, for `ray job ...`
-    gcs: str  # host:port, for RAY_ADDRESS and `ray start --address`
-    env: dict  # token auth on, this venv first on PATH
-    node_ids: list[str]  # head first
-
-
-def start_block(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([str(VENV_BIN / "ray"), "start", "--block", "--disable-usage-stats", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def stop_block(process: subprocess.Popen) -> None:
-    # SIGTERM to the leader only: it drains and stops its own gcs/raylet/dashboard/agents.
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def wait_for_nodes(gcs: str, env: dict, count: int, node: subprocess.Popen) -> list[str]:
-    """The alive node ids once `count` nodes have joined, head first."""
-    script = (
-        "import json, time, ray\n"
-        "ray.init(address=%r, logging_level='ERROR')\n"
-        "head = ray.get_runtime_context().get_node_id()\n"
-        "deadline = time.time() + 120\n"
-        "while True:\n"
-        "    ids = [n['NodeID'] for n in ray.nodes() if n['Alive']]\n"
-        "    if len(ids) >= %d or time.time() > deadline: break\n"
-        "    time.sleep(0.5)\n"
-        "print('NODES=' + json.dumps(sorted(ids, key=lambda i: i != head)))\n"
-    ) % (gcs, count)
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("NODES=")]
-    assert lines, result.stderr[-3000:]
-    ids = json.loads(lines[-1].removeprefix("NODES="))
-    assert len(ids) == count, f"{len(ids)} of {count} Ray nodes came up (second node running: {node.poll() is None})"
-    return ids
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    # A short path: Ray's unix socket paths must stay under ~107 characters.
-    workdir = Path(tempfile.mkdtemp(prefix="hf-ray-"))
-    token = workdir / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
-    env = {
-        **os.environ,
-        # Every node and every client must agree on auth; a client only sends the token
-        # when its own RAY_AUTH_MODE is "token".
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token),
-        # The job runs `python` from the head's PATH: make it this venv's.
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    env.pop("RAY_ADDRESS", None)
-    gcs_port, dashboard = free_port(), free_port()
-    gcs = f"127.0.0.1:{gcs_port}"
-    head = start_block([
-        "--head", "--num-cpus=2", f"--port={gcs_port}", f"--dashboard-port={dashboard}",
-        "--dashboard-host=127.0.0.1", f"--dashboard-agent-listen-port={free_port()}",
-        f"--ray-client-server-port={free_port()}", f"--temp-dir={workdir / 'tmp'}",
-    ], env)
-    processes = [head]
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=2)
-                break
-            except urllib.error.HTTPError:
-                break  # an answer, even 401 without the token, means the dashboard is up
-            except OSError:
-                assert head.poll() is None, "ray start --head exited"
-                assert time.time() < deadline, "the Ray head did not come up in 180 s"
-                time.sleep(1)
-        # A second raylet on the same machine: every port of its own (the defaults of some
-        # are fixed numbers the head already holds), and worker ports picked by the OS.
-        node = start_block([
-            f"--address={gcs}", "--num-cpus=2",
-            "--object-store-memory=500000000", f"--node-manager-port={free_port()}",
-            f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", "--min-worker-port=0", "--max-worker-port=0",
-        ], env)
-        processes.append(node)
-        yield RayCluster(address, gcs, env, wait_for_nodes(gcs, env, 2, node))
-    finally:
-        for process in reversed(processes):
-            stop_block(process)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with local_cluster(nodes=2, cpus_per_node=2, dashboard=True) as cluster:
+        yield cluster
 
 
-def submit(cluster: RayCluster, *entrypoint: str, env: dict | None = None, runtime_env: dict | None = None,
+def submit(cluster: LocalCluster, *entrypoint: str, env: dict | None = None, runtime_env: dict | None = None,
            options: tuple[str, ...] = (), timeout: float = 900) -> subprocess.CompletedProcess:
     extra = ["--runtime-env-json", json.dumps(runtime_env)] if runtime_env else []
     return subprocess.run(
-        [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster.address, "--working-dir", ".", *extra,
+        [str(VENV_BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", ".", *extra,
          *options, "--", *entrypoint],
         cwd=REPO, env=env or cluster.env, capture_output=True, text=True, timeout=timeout,
     )
 
 
-def ray_job(cluster: RayCluster, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "ray"), "job", *args, "--address", cluster.address], cwd=REPO,
+def ray_job(cluster: LocalCluster, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "ray"), "job", *args, "--address", cluster.dashboard], cwd=REPO,
                           env=cluster.env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -212,7 +104,7 @@ def test_a_bundle_that_fits_no_node_fails_at_once_with_one_line(ray_cluster, tmp
     started = time.monotonic()
     result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "out"),
                      "--set", "rollout.workers=1", "--set", "rollout.cpus_per_worker=2.5",
-                     env={**ray_cluster.env, "RAY_ADDRESS": ray_cluster.gcs}, timeout=300)
+                     env=ray_cluster.job_env, timeout=300)
     assert result.returncode == 2
     line = assert_one_line(result, "spec error: no Ray node can hold bundle 0 (rollout worker 0: CPU 2.5)",
                            "1 (learner rank 0) CPU 0.25", "3 (reward actor) CPU 0.1")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from jobs.builtin import arithmetic_rows
+from jobs.core.builtin import arithmetic_rows
 from tests.conftest import read_jsonl, run_cli
 
 pytestmark = pytest.mark.integration

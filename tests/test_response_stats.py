@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from actors.batching import collate, response_stats
+from actors.training.batching import collate, response_stats
 from losses.token_stats import response_token_stats
 
 

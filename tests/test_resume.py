@@ -132,18 +132,21 @@ def test_a_resume_past_the_end_needs_more_iterations(onpolicy_run):
     uninterrupted, _ = onpolicy_run
     result = run_cli(*ONPOLICY_ARGS, "--resume", str(uninterrupted))
     assert_one_line(result, "spec error: --resume: iterations is 3 but iter-2 already holds iteration 2")
+    assert result.returncode == 2
 
 
 def test_a_new_run_does_not_start_over_an_earlier_runs_checkpoints(onpolicy_run):
     uninterrupted, _ = onpolicy_run
     result = run_cli(*ONPOLICY_ARGS, "--output-dir", str(uninterrupted))
     assert_one_line(result, "spec error:", "already holds checkpoints", "--resume", "--overwrite")
+    assert result.returncode == 2
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path):
     (tmp_path / "checkpoints" / ".iter-0.partial").mkdir(parents=True)
     result = run_cli(*ONPOLICY_ARGS, "--resume", str(tmp_path))
     assert_one_line(result, "checkpoint error: --resume", "no complete checkpoint", "without --resume")
+    assert result.returncode == 1  # not a spec error: the spec is fine, the folder holds nothing to resume
 
 
 def test_loop_state_names_the_next_iteration_and_the_data_position(onpolicy_run):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actors.reward_sources import ScoringRequest
-from jobs.spec import validate_spec
+from actors.rewards.sources import ScoringRequest
+from jobs.core.spec import validate_spec
 
 pytestmark = pytest.mark.integration
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from actors.reward_sources import (
+from actors.rewards.sources import (
     LengthPenaltySource,
     MathAnswerSource,
     ReasoningGymSource,
     ScoringRequest,
     combine,
 )
-from jobs.errors import RewardError
-from jobs.spec import validate_spec
+from jobs.core.errors import RewardError
+from jobs.core.spec import validate_spec
 
 
 def request(response: str, row: dict, tokens: int = 10) -> ScoringRequest:

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.integration
 SCRIPT = """
 import json, sys
 from actors.rollout_worker import RolloutWorker
-from jobs.data import Prompt
-from jobs.spec import validate_spec
+from jobs.core.records import Prompt
+from jobs.core.spec import validate_spec
 spec = validate_spec({"model": {"max_model_len": 1024}, "rollout": {"max_new_tokens": 8, "samples_per_prompt": 2}})
 worker = RolloutWorker(spec, sys.argv[1], 0)
 # 40 prompts x 600 tokens: more than one step's budget, so the engine would chunk prefills.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from jobs.errors import SpecError
-from jobs.spec import JobSpec, apply_override, load_spec, validate_spec
+from jobs.core.errors import SpecError
+from jobs.core.spec import JobSpec, apply_override, load_spec, validate_spec
 from tests.conftest import REPO, assert_one_line, run_cli
 
 # (spec text, words the single error line must contain)
@@ -102,7 +102,7 @@ def test_bad_override_fails_with_one_line(tmp_path):
 def test_missing_spec_file(tmp_path):
     result = run_cli(str(tmp_path / "nope.yaml"), timeout=120)
     assert result.returncode == 2
-    assert "nope.yaml: cannot read the spec file" in result.stderr and "Traceback" not in result.stderr
+    assert_one_line(result, "spec error:", "nope.yaml: cannot read the spec file")
 
 
 def test_every_shipped_config_is_valid():

@@ -12,13 +12,14 @@ import ray
 import torch
 from transformers import AutoModelForCausalLM
 
-from actors.batching import teacher_forced_logprobs
+from actors.training.batching import teacher_forced_logprobs
 from actors.learner_group import LearnerGroup
 from actors.rollout_pool import RolloutPool
-from actors.weight_sync import BroadcastWeightSync, ObjectStoreWeightSync, make_weight_sync
-from jobs.data import Prompt, PromptStream, load_prompts
+from actors.weights.sync import BroadcastWeightSync, ObjectStoreWeightSync, make_weight_sync
+from jobs.core.data import PromptStream, load_prompts
+from jobs.core.records import Prompt
 from jobs.run import actor_env_vars
-from jobs.spec import validate_spec
+from jobs.core.spec import validate_spec
 
 pytestmark = pytest.mark.integration
 TOLERANCE = 1e-4

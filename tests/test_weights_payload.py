@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from actors.weights_payload import decode_weights, encode_weights
+from actors.weights.payload import decode_weights, encode_weights
 
 
 def test_tied_weights_travel_once_and_come_back_under_both_names():
@@ -32,7 +32,7 @@ def test_payload_is_a_copy_not_a_view_of_the_live_weights():
 def test_a_payload_decodes_in_place_from_a_tensor_even_where_dtypes_misalign():
     """The broadcast path decodes the received uint8 tensor into views; a float32 tensor laid out after
     an odd-length bfloat16 one starts off its alignment and must still come back exact."""
-    from actors.weights_payload import decode_weights_buffer
+    from actors.weights.payload import decode_weights_buffer
 
     odd = torch.randn(3, dtype=torch.float32).to(torch.bfloat16)  # 6 bytes: what follows starts at offset 6
     weights = {"a.odd": odd, "b.float": torch.randn(2, 5), "c.ints": torch.arange(7, dtype=torch.int64)}

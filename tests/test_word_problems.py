@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from actors.batching import Sample
-from jobs.answer_first import answer_first
-from jobs.data import load_rows
-from jobs.errors import DataError
-from jobs.spec import DataSpec, JobSpec
-from jobs.word_problems import TEMPLATES, word_problem_rows
+from jobs.core.records import Sample
+from jobs.stages.answer_first import answer_first
+from jobs.core.data import load_rows
+from jobs.core.errors import DataError
+from jobs.core.spec import DataSpec, JobSpec
+from jobs.core.word_problems import TEMPLATES, word_problem_rows
 
 STEP = re.compile(r"(-?\d+) ([-+x/]) (-?\d+) = (-?\d+)")
 OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "x": lambda a, b: a * b, "/": lambda a, b: a / b}
@@ -95,7 +95,7 @@ def _attempt(index, right):
 
 @pytest.mark.parametrize("mode, hinted_calls", [("verified", 0), ("hinted", 1)])
 def test_verified_mode_keeps_the_right_attempts_and_never_hints(mode, hinted_calls, monkeypatch):
-    import jobs.answer_first as stage
+    import jobs.stages.answer_first as stage
 
     monkeypatch.setattr(stage, "written_sample", lambda p, column, tok, iteration, source: Sample(
         iteration=iteration, prompt_index=p.index, prompt=p.text, prompt_token_ids=[1, 2], response="ref",

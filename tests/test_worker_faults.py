@@ -34,9 +34,9 @@ import ray
 import torch
 import yaml
 
-from jobs.builtin import digit_share
+from jobs.core.builtin import digit_share
 from jobs.run import actor_env_vars
-from jobs.spec import validate_spec
+from jobs.core.spec import validate_spec
 from tests.conftest import REPO, read_jsonl
 from tests.job_process import JobProcess
 
@@ -114,6 +114,32 @@ def faulty_run(tmp_path_factory):
     return out
 
 
+def test_a_worker_death_past_the_restart_limit_fails_in_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    """faults.worker_restarts=0 through the real CLI: the first death ends the run, naming the worker and
+    the limit, and the checkpoint of the iteration before it stays whole (and nothing of the one it hit)."""
+    out = tmp_path / "out"
+    overrides = [arg for key, value in {**OVERRIDES, "faults.worker_restarts": 0}.items()
+                 for arg in ("--set", f"{key}={value}")]
+    job = JobProcess("configs/onpolicy_idft.yaml", "--output-dir", str(out), *overrides)
+    try:
+        job.wait_for_line("iteration 1 (2/2): generating", PHASE_TIMEOUT_S)
+        killed = kill_titled("ray::RolloutWorker.generate", job.processes)
+        returncode = job.finish(JOB_TIMEOUT_S)
+    except BaseException:
+        job.kill_everything()
+        raise
+    assert returncode == 1, job.output()[-4000:]
+    lines = "".join(job.stderr).strip().splitlines()
+    assert len(lines) == 1, job.output()[-4000:]
+    assert lines[0].startswith("rollout error: rollout worker ") and f"died during generate (pid {killed}" in lines[0]
+    assert "0 replacement(s) in this job already, and faults.worker_restarts is 0" in lines[0], lines[0]
+    assert [c.name for c in sorted((out / "checkpoints").glob("iter-*"))] == ["iter-0"]
+    checkpoint = out / "checkpoints" / "iter-0"
+    assert (checkpoint / "model.safetensors").is_file()
+    assert json.loads((checkpoint / "training_state" / "loop.json").read_text())["next_iteration"] == 1
+    assert [m["iteration"] for m in read_jsonl(out / "metrics.jsonl")] == [0]
+
+
 def test_killed_rollout_worker_is_replaced_and_its_slice_regenerated(faulty_run):
     out = faulty_run
     metrics = read_jsonl(out / "metrics.jsonl")
@@ -189,8 +215,8 @@ def replay_in_subprocess(out: Path, weights: Path, samples: list[dict]) -> list[
 
 def replay(spec_path: str, weights: str, slices_path: str) -> None:
     from actors.rollout_worker import RolloutWorker, vllm_env_vars
-    from jobs.data import Prompt
-    from jobs.spec import load_spec
+    from jobs.core.records import Prompt
+    from jobs.core.spec import load_spec
 
     spec = load_spec(spec_path)
     os.environ.update(vllm_env_vars(spec))  # what the pool gives its workers, before vLLM starts
@@ -229,7 +255,7 @@ def test_worker_dead_at_a_weight_sync_is_replaced_by_one_holding_the_new_weights
     from transformers import AutoModelForCausalLM
 
     from actors.rollout_pool import RolloutPool
-    from actors.weights_payload import encode_weights
+    from actors.weights.payload import encode_weights
 
     spec = validate_spec({"rollout": {"workers": 1}})
     notes = []
@@ -254,10 +280,10 @@ def test_worker_dead_at_a_weight_sync_is_replaced_by_one_holding_the_new_weights
 
 
 def test_reward_actor_dying_more_often_than_allowed_fails_with_one_line(local_ray):
-    from actors.batching import Sample
+    from jobs.core.records import Sample
     from actors.reward_actor import RewardScorer
-    from jobs.data import Prompt
-    from jobs.errors import RewardError
+    from jobs.core.records import Prompt
+    from jobs.core.errors import RewardError
 
     spec = validate_spec({
         "faults": {"worker_restarts": 1},

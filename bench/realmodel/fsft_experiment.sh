@@ -15,4 +15,4 @@ for spec in seed-sft-smollm2 sft-low-lr-smollm2 fsft-smollm2; do
   "$python" -m jobs.run "configs/$spec.yaml" --set model.path="$model" --output-dir "$root/$spec" --overwrite
   runs+=("$root/$spec")
 done
-"$python" -m jobs.compare "${runs[@]}" --output "$root/compare"
+"$python" -m jobs.outputs.compare "${runs[@]}" --output "$root/compare"

@@ -9,7 +9,7 @@ than the training one (0) gives problems the run never saw. Each response's answ
 the way the reward actor does it (reasoning-gym's <answer> tags, else "The answer is ..."/\\boxed{})
 and scored with reasoning-gym's own scorer; score == 1.0 counts as correct.
 
-Imports jobs.spec, jobs.data and actors.math_verifier from the repo on PYTHONPATH.
+Imports jobs.core.spec, jobs.core.data and actors.rewards.math_verifier from the repo on PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ def main() -> int:
     ap.add_argument("--out", help="write the JSON result here")
     args = ap.parse_args()
 
-    from jobs.spec import is_reasoning_gym, load_spec
-    from jobs.data import load_prompts
-    from actors.math_verifier import extract_final_answer
+    from jobs.core.spec import is_reasoning_gym, load_spec
+    from jobs.core.data import load_prompts
+    from actors.rewards.math_verifier import extract_final_answer
 
     spec = load_spec(args.spec, [f"data.seed={args.seed}", f"data.max_prompts={args.n}", f"model.path={args.model}"])
     if not is_reasoning_gym(spec.data.path):

@@ -13,5 +13,5 @@ for name in seed-sft seed-idft seed-hinted_idft seed-dpo; do
   "$python" -m jobs.run "configs/$name-smollm2.yaml" --set model.path="$model" \
       --output-dir "$root/$name" --overwrite
 done
-"$python" -m jobs.compare "$root/seed-sft" "$root/seed-idft" "$root/seed-hinted_idft" "$root/seed-dpo" \
+"$python" -m jobs.outputs.compare "$root/seed-sft" "$root/seed-idft" "$root/seed-hinted_idft" "$root/seed-dpo" \
     --output "$root/compare"

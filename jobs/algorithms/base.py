@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 import torch
 
-from actors.batching import Pair, Sample
-from jobs.data import Prompt
-from jobs.pairs import dataset_pairs, demonstration_pairs, online_pairs
+from jobs.core.records import Pair, Sample
+from jobs.core.records import Prompt
+from jobs.algorithms.pairs import dataset_pairs, demonstration_pairs, online_pairs
 
 if TYPE_CHECKING:
-    from jobs.spec import JobSpec
+    from jobs.core.spec import JobSpec
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """fdpg: f-divergence policy gradient towards the target p = P / Z (losses/fdpg.py,
 docs/algorithms.md section 7). Its target (log Z and the pseudo-reward baseline) is running state
-of the run, kept in every checkpoint (jobs/fdpg_target.py)."""
+of the run, kept in every checkpoint (jobs/algorithms/fdpg_target.py)."""
 
 from __future__ import annotations
 
 import torch
 
 from jobs.algorithms.base import Algorithm, check_samples_drawn_from_the_policy
-from jobs.fdpg_target import FDPGTarget
+from jobs.algorithms.fdpg_target import FDPGTarget
 from losses.fdpg import fdpg_loss
 from losses.token_stats import sequence_logps
 
@@ -31,7 +31,7 @@ def loss(spec, stats, samples, progress, token_weights):
     def per_sample(field: str) -> torch.Tensor:
         return torch.tensor([getattr(s, field) for s in samples], dtype=logps.dtype, device=logps.device)
 
-    # target_logp is already normalised (log P − log Z, jobs/fdpg_target.py): log Z enters as 0.
+    # target_logp is already normalised (log P − log Z, jobs/algorithms/fdpg_target.py): log Z enters as 0.
     value, metrics = fdpg_loss(
         logps, per_sample("target_logp"), 0.0, samples[0].pseudo_reward_baseline,
         divergence=spec.train.fdpg.divergence, sampler_logps=per_sample("sequence_logp"),

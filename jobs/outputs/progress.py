@@ -1,0 +1,140 @@
+"""What the terminal shows while a job runs, and the summary at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from jobs.core.checkpoints import MERGED, is_adapter_checkpoint
+
+# (metric, header, format): the columns of the summary and the progress line, shown when a run has them.
+COLUMNS = [
+    ("loss", "loss", "{:.4f}"),
+    ("cll_mean", "cll_mean", "{:+.4f}"),
+    ("reward_mean", "reward", "{:.3f}"),
+    ("first_try_right", "right 1st", "{:.2f}"),
+    ("rescued_by_hints", "rescued", "{:.2f}"),
+    ("kept_samples", "kept", "{:d}"),
+    ("kept_cll_mean", "kept cll", "{:+.3f}"),
+    ("reference_cll_mean", "ref cll", "{:+.3f}"),
+    ("pairs", "pairs", "{:d}"),
+    ("reward_accuracy", "pair acc", "{:.2f}"),
+    ("fdpg_constraint_rate", "meets b(x)", "{:.2f}"),
+    ("fdpg_divergence", "D_f(pi||p)", "{:.3f}"),
+    ("fdpg_kl_to_initial", "KL(pi||a)", "{:.3f}"),
+    ("gen_tokens_per_s", "gen tok/s", "{:.0f}"),
+    ("train_tokens_per_s", "train tok/s", "{:.0f}"),
+    ("sync_seconds", "sync s", "{:.2f}"),
+]
+
+
+def formatted(metrics: dict, key: str, form: str) -> str:
+    value = metrics.get(key)
+    return "-" if value is None else form.format(value)
+
+
+class Progress:
+    def __init__(self, iterations: int, stream=sys.stdout):
+        self.iterations = iterations
+        self.stream = stream
+        self.started = time.perf_counter()
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        self._print(f"[hintflow {time.perf_counter() - self.started:6.1f}s] {text}")
+
+    def begin(self, iteration: int, phase: str) -> None:
+        self.iteration = iteration
+        self.step(phase)
+
+    def step(self, phase: str) -> None:
+        self.note(f"{self._where()}: {phase}")
+
+    def _where(self) -> str:
+        # 0-based like metrics.jsonl and checkpoints/iter-N; the count says how far along the run is.
+        return f"iteration {self.iteration} ({self.iteration + 1}/{self.iterations})"
+
+    def end(self, metrics: dict) -> None:
+        shown = "  ".join(
+            f"{header} {formatted(metrics, key, form)}" for key, header, form in COLUMNS if key in metrics
+        )
+        self.note(f"{self._where()} done in {metrics['iteration_seconds']:.1f}s: {shown}")
+
+
+def eval_change(evals: list[dict]) -> str:
+    """First and last eval side by side: what training gained, and what it cost elsewhere."""
+    first, last = evals[0], evals[-1]
+    shown = [("eval_pass1", "pass@1", "{:.2f}"), ("eval_pass_at_k", f"pass@{last.get('eval_k', 'k')}", "{:.2f}"),
+             ("eval_transfer_pass1", "transfer pass@1", "{:.2f}"),
+             ("eval_reference_cll", "ref cll", "{:+.3f}"), ("forget_kl", "forget kl", "{:.4f}"),
+             ("forget_ood_nll", "ood nll", "{:.4f}"),
+             ("forget_rank_gt1", "rank>1", "{:.3f}")]
+    return "   ".join(f"{header} {form.format(first[key])} -> {form.format(last[key])}"
+                       for key, header, form in shown if key in first and key in last)
+
+
+def skipped_evals(history: list[dict], evals: list[dict]) -> int:
+    """Evals skipped over the whole run. Each eval row counts the skips of its start of the run so far
+    (`eval_skipped`); a resumed or restarted start (its first row has `resumed_from`) counts from 0 again."""
+    starts = sorted(m["iteration"] for m in history if "resumed_from" in m)
+    most: dict[int, int] = {}
+    for row in evals:
+        start = sum(1 for first in starts if row["iteration"] >= first)
+        most[start] = max(most.get(start, 0), row.get("eval_skipped") or 0)
+    return sum(most.values())
+
+
+# A run longer than this shows its first and last iteration and every SUMMARY_EVERY-th; metrics.jsonl has all.
+SUMMARY_ROWS = 20
+SUMMARY_EVERY = 10
+
+
+def summary_rows(history: list[dict]) -> list[dict]:
+    if len(history) <= SUMMARY_ROWS:
+        return list(history)
+    last = len(history) - 1
+    return [m for i, m in enumerate(history) if i in (0, last) or m["iteration"] % SUMMARY_EVERY == 0]
+
+
+def summary(name: str, history: list[dict], output_dir: str, seconds: float, evals: list[dict] = ()) -> str:
+    columns = [(key, header, form) for key, header, form in COLUMNS if any(key in m for m in history)]
+    widths = [max(8, len(header)) for _, header, _ in columns]
+    lines = [
+        "",
+        f"hintflow job '{name}' finished {len(history)} iteration(s) in {seconds:.1f}s",
+        f"  {'iter':>4}  " + "  ".join(f"{header:>{w}}" for (_, header, _), w in zip(columns, widths)),
+    ]
+    shown = summary_rows(history)
+    for m in shown:
+        cells = [f"{formatted(m, key, form):>{w}}" for (key, _, form), w in zip(columns, widths)]
+        lines.append(f"  {m['iteration']:>4}  " + "  ".join(cells))
+    if len(shown) < len(history):
+        lines.append(f"  ({len(history) - len(shown)} of {len(history)} iterations not shown: this is the first, "
+                     f"the last and every {SUMMARY_EVERY}th; metrics.jsonl has them all)")
+    checkpoint = next((m["checkpoint"] for m in reversed(history) if "checkpoint" in m), None)
+    # Offline pairs generate nothing: name samples/ only when the run wrote some.
+    wrote_samples = any(Path(output_dir, "samples").glob("iter-*.jsonl"))
+    files = "metrics.jsonl" + ("   samples  samples/iter-N.jsonl" if wrote_samples else "") + "   spec  spec.yaml"
+    if any("pairs" in m for m in history):
+        files += "   pairs  pairs/iter-N.jsonl"
+    if evals:
+        lines.append(f"  eval        iteration {evals[0]['iteration']} -> {evals[-1]['iteration']}:   {eval_change(evals)}")
+        skipped = skipped_evals(history, evals)
+        if skipped:
+            lines.append(f"  eval        {skipped} eval(s) skipped, {len(evals)} ran: each came due while the one "
+                         f"before was still running, and the loop waits for that only up to eval.max_wait_seconds "
+                         f"(the last iteration's eval always runs); raise eval.max_wait_seconds or eval.every to run "
+                         f"them")
+    lines += [f"  outputs     {output_dir}", f"  metrics     {files}",
+              f"  report      report.html   tensorboard --logdir {output_dir}/tensorboard"]
+    if checkpoint:
+        if is_adapter_checkpoint(checkpoint):
+            merged = Path(checkpoint) / MERGED
+            also = f"; {merged} is the merged model vLLM loads" if merged.is_dir() else ""
+            lines.append(f"  checkpoint  {checkpoint}  (LoRA adapter: peft and transformers load it on the base{also})")
+        else:
+            lines.append(f"  checkpoint  {checkpoint}  (HF format: transformers and vLLM load it)")
+    return "\n".join(lines)

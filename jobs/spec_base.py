@@ -1,9 +1,0 @@
-"""The base of every spec section (jobs/spec.py, jobs/reward_spec.py)."""
-
-from pydantic import BaseModel, ConfigDict
-
-
-class Section(BaseModel):
-    # Unknown keys are almost always typos of a real key; silently ignoring
-    # them would run a different job from the one the user wrote.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
