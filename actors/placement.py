@@ -2,7 +2,7 @@
 
 The bundle layout is a pure function of the spec (`layout`). `JobPlacement.create` turns it
 into a placement group, failing at once when a bundle is bigger than every node;
-`wait_until_placed` waits for the reservation and fails within READY_TIMEOUT_S, naming the
+`wait_until_placed` waits for the reservation and fails after placement.timeout_seconds, naming the
 bundles and the nodes, when the cluster cannot hold it now. Either is a SpecError: one line.
 
 Bundles, in order:

@@ -99,7 +99,7 @@ def start_actors(
     started = time.perf_counter()
     placement = JobPlacement.create(spec)
     try:
-        if not placement.wait_until_placed(stopping=lambda: stop.requested):
+        if not placement.wait_until_placed(spec.placement.timeout_seconds, stopping=lambda: stop.requested):
             raise StoppedWhileStarting
         if spec.output_dir:
             placement.write(Path(spec.output_dir) / "placement.json")

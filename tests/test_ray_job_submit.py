@@ -146,3 +146,45 @@ def test_job_stop_waits_as_long_as_runtime_env_says(ray_cluster, tmp_path, wait_
     assert f"Job '{job_id}' was stopped" in status, status
     assert (tmp_path / "saved").exists() == bool(wait_s), f"stop took {took:.1f}s"
     assert took >= (6 if wait_s else 3), took
+
+
+def wait_for_job(cluster: LocalCluster, job_id: str, timeout: float = 900) -> str:
+    """The job's final status (SUCCEEDED, FAILED or STOPPED)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = ray_job(cluster, "status", job_id).stdout
+        for final in ("SUCCEEDED", "FAILED", "STOPPED"):
+            if f"status: {final}" in status or f"Job '{job_id}' {final.lower()}" in status.lower():
+                return final
+        time.sleep(2)
+    raise AssertionError(f"job {job_id} still running after {timeout}s")
+
+
+def test_two_jobs_at_once_share_the_cluster_and_a_third_that_cannot_fit_fails_in_one_line(ray_cluster, tmp_path):
+    """Two hintflow jobs submitted together (1.1 CPU each of the cluster's 4) run side by side, each in
+    its own placement group and output directory. A third whose bundle would fit an idle node (1.5 of
+    2 CPUs) but not what the two leave free waits placement.timeout_seconds, then fails in one line
+    that names its bundles, the nodes and what is free."""
+    ids, outs = [], []
+    for name in ("first", "second"):
+        outs.append(tmp_path / name)
+        ids.append(f"two-jobs-{name}-{secrets.token_hex(3)}")
+        result = submit(ray_cluster, "python", "-m", "jobs.run", "configs/onpolicy_idft.yaml", "--output-dir",
+                        str(outs[-1]), "--set", "iterations=2", options=("--no-wait", "--submission-id", ids[-1]),
+                        timeout=120)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    deadline = time.time() + 600
+    while not all((out / "placement.json").exists() for out in outs):  # written once a job's group is placed
+        assert time.time() < deadline, [ray_job(ray_cluster, "logs", job_id).stdout[-2000:] for job_id in ids]
+        time.sleep(1)
+    third = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "third"),
+                    "--set", "rollout.workers=1", "--set", "rollout.cpus_per_worker=1.5",
+                    "--set", "placement.timeout_seconds=15", env=ray_cluster.job_env, timeout=300)
+    assert third.returncode == 2, third.stdout[-3000:] + third.stderr[-3000:]
+    assert_one_line(third, "spec error: the job's placement group (PACK) was not placed within 1",
+                    "rollout worker 0) CPU 1.5", "free in the cluster now: CPU")
+    assert [wait_for_job(ray_cluster, job_id) for job_id in ids] == ["SUCCEEDED", "SUCCEEDED"], \
+        [ray_job(ray_cluster, "logs", job_id).stdout[-3000:] for job_id in ids]
+    for out in outs:
+        assert [m["iteration"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 1]
+        assert (out / "checkpoints" / "iter-1" / "model.safetensors").is_file()

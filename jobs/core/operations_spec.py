@@ -63,6 +63,12 @@ class PlacementSpec(Section):
         description="Rollout worker i and learner rank i share one bundle (time-sharing the same cores or GPU); "
         "false gives every actor its own.",
     )
+    timeout_seconds: float = Field(
+        30.0, gt=0,
+        description="How long the job waits for its placement group when the cluster could hold it but other jobs "
+        "hold the resources now; then it fails in one line naming its bundles and what is free. A bundle no node "
+        "could ever hold fails at once.",
+    )
     # Ray tells the cluster's size only once it runs; these say it before, so a GPU layout
     # that cannot fit is refused in seconds (jobs/gpu_checks.py), not after the actors start.
     gpus_per_node: Optional[int] = Field(
