@@ -2,12 +2,13 @@
 
     hintflow run SPEC [--set KEY=VALUE ...] [--output-dir DIR] [--resume DIR] [--check] ...
     hintflow compare DIR [DIR ...] [--output DIR]
+    hintflow score --model M --data D [--workers N] [--keep-above X | --keep-fraction F] ...
     hintflow bench [--quick] [--only NAME ...] ...       (from a clone of the repository)
     hintflow study --model DIR | --report ...            (from a clone of the repository)
     hintflow spec [FIELD]
 
 Each subcommand hands the rest of the command line, unchanged, to the module it names (jobs.run,
-jobs.outputs.compare, bench, bench.seed_study) and exits with its exit code; `python -m jobs.run` and the
+jobs.outputs.compare, jobs.score, bench, bench.seed_study) and exits with its exit code; `python -m jobs.run` and the
 others keep working on their own. `hintflow spec` prints jobs/spec_reference.py's reference of every
 spec field, or one field or section of it.
 """
@@ -84,6 +85,12 @@ def _study(argv: list[str]) -> int:
     return module.main(argv)
 
 
+def _score(argv: list[str]) -> int:
+    from jobs.score import main
+
+    return main(argv)
+
+
 def _spec(argv: list[str]) -> int:
     from jobs import spec_reference
 
@@ -110,6 +117,8 @@ COMMANDS = {
     "run": Command("run SPEC ...", "run a job from a YAML spec (python -m jobs.run: --set, --resume, --check)", _run),
     "compare": Command("compare DIR ...", "compare runs: a table, compare.png, compare.html (python -m jobs.outputs.compare)",
                        _compare),
+    "score": Command("score --model M --data D ...", "a data audit by CLL: which examples sit outside the "
+                     "model's distribution (python -m jobs.score)", _score),
     "bench": Command("bench ...", "the benchmark suite (python -m bench; from a clone of the repository)", _bench),
     "study": Command("study ...", "the seed study (python -m bench.seed_study; from a clone of the repository)",
                      _study),
