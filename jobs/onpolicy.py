@@ -87,19 +87,25 @@ class LoopEnd:
     stopped_after: int | None = None  # set when a stop signal ended the run early: the last finished iteration
 
 
-def run_onpolicy(
-    spec: JobSpec,
-    outputs: RunOutputs,
-    model_path: str,
-    prompts: list[Prompt],
-    env_vars: dict,
-    tokenizer,
-    reward_model_paths: dict[str, str],
-    stop: StopRequests,
-    resume: Checkpoint | None = None,
-    started: float = 0.0,
-    prompt_counts: dict | None = None,
-) -> LoopEnd:
+@dataclass
+class RunContext:
+    """What jobs/run.py prepared before the loop: everything checked, nothing started."""
+
+    spec: JobSpec
+    outputs: RunOutputs
+    model_path: str  # a local folder the actors load (the builtin model built, a hub model fetched)
+    prompts: list[Prompt]
+    env_vars: dict  # every actor's environment
+    tokenizer: object
+    reward_model_paths: dict[str, str]
+    stop: StopRequests
+    resume: Checkpoint | None = None  # where this start continues from (a --resume, or a job restart)
+    started: float = 0.0  # perf_counter() when the job started, for seconds_to_first_iteration
+    prompt_counts: dict | None = None  # prompts dropped or truncated for length
+
+
+def run_onpolicy(run: RunContext) -> LoopEnd:
+    spec, outputs, prompts, tokenizer, stop, resume = run.spec, run.outputs, run.prompts, run.tokenizer, run.stop, run.resume
     progress = Progress(spec.iterations)
     stream = PromptStream(prompts, shuffle=spec.data.shuffle, seed=spec.seed)
     prompts_by_index = {p.index: p for p in prompts}
@@ -112,17 +118,17 @@ def run_onpolicy(
     progress.note(f"{len(prompts)} prompts from {spec.data.path}")
 
     history = [m for m in outputs.start_metrics(keep_before=first) if row_kind(m) == TRAIN]
-    engine_weights = str(resume.path) if resume else model_path
+    engine_weights = str(resume.path) if resume else run.model_path
     # vLLM cannot load a LoRA checkpoint (an adapter folder): its engines start on the base model and
     # get the learner's merged weights pushed before the first iteration.
     push_before_first = bool(resume and is_adapter_checkpoint(resume.path))
     if push_before_first:
-        engine_weights = model_path
+        engine_weights = run.model_path
     actors_started = time.perf_counter()
     try:
         actors = start_actors(
-            spec, progress, stop, model_path, engine_weights,
-            str(resume.path) if resume else None, reward_model_paths, env_vars,
+            spec, progress, stop, run.model_path, engine_weights,
+            str(resume.path) if resume else None, run.reward_model_paths, run.env_vars,
             eval_inputs(spec, tokenizer) if spec.eval.every else None,
         )
     except StoppedWhileStarting:
@@ -182,8 +188,8 @@ def run_onpolicy(
             started_iteration = time.perf_counter()
             metrics: dict = {"iteration": iteration}
             if iteration == first:  # of this start: a resumed run measures its own start-up
-                metrics.update(seconds_to_first_iteration=started_iteration - started, **(prompt_counts or {}),
-                               startup_before_actors_seconds=actors_started - started,
+                metrics.update(seconds_to_first_iteration=started_iteration - run.started, **(run.prompt_counts or {}),
+                               startup_before_actors_seconds=actors_started - run.started,
                                **{f"startup_{name}": seconds for name, seconds in actors.startup.items()})
                 if resume:
                     metrics["resumed_from"] = str(resume.path)

@@ -257,7 +257,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
     from actors.rewards.sources import check_reward_sources
     from jobs.core.data import check_columns, load_prompts
     from jobs.outputs.metrics_rows import RunMetrics
-    from jobs.onpolicy import run_onpolicy
+    from jobs.onpolicy import RunContext, run_onpolicy
     from jobs.outputs.run_outputs import RunOutputs
 
     started = time.perf_counter()
@@ -284,10 +284,10 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
         stop.install()
         try:
             check_cluster_fits(spec)
-            end = run_onpolicy(
+            end = run_onpolicy(RunContext(
                 spec, outputs, model_path, prompts, actor_env_vars(spec), tokenizer, reward_model_paths,
                 stop, resume, started, prompt_counts,
-            )
+            ))
             break
         except LearnerDied as exc:
             latest = CheckpointStore(outputs.checkpoints_dir).latest()
