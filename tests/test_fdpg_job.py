@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import yaml
@@ -59,3 +60,24 @@ def test_the_target_and_its_estimates_are_consistent(fdpg_run):
     # log Z and the baseline are state of the run: the checkpoint carries them for a resume
     state = json.loads((out / "checkpoints" / "iter-11" / "training_state" / "loop.json").read_text())["fdpg"]
     assert state["log_z"]["count"] == 12 * 64 and len(state["baseline"]["values"]) == 256
+
+
+def test_a_resume_continues_the_running_log_z_and_baseline_exactly(fdpg_run, tmp_path):
+    """f-DPG has running state (log Z, the pseudo-reward baseline) in its checkpoint's loop state. Resumed
+    from checkpoints/iter-9 (the default checkpoint.every=10) of a copy of the run, iterations 10 and 11
+    come out as in the uninterrupted run: the same tokens, the same losses, the same log Z."""
+    out, metrics = fdpg_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    state = json.loads((copy / "checkpoints" / "iter-9" / "training_state" / "loop.json").read_text())
+    assert state["next_iteration"] == 10 and set(state["fdpg"]) == {"log_z", "baseline"}
+    result = run_cli("configs/fdpg.yaml", "--resume", str(copy / "checkpoints" / "iter-9"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resumed = {m["iteration"]: m for m in read_jsonl(copy / "metrics.jsonl") if m.get("kind") != "eval"}
+    assert sorted(resumed) == list(range(12))
+    for iteration in (10, 11):
+        ours = read_jsonl(copy / "samples" / f"iter-{iteration}.jsonl")
+        theirs = read_jsonl(out / "samples" / f"iter-{iteration}.jsonl")
+        assert [s["response_token_ids"] for s in ours] == [s["response_token_ids"] for s in theirs], iteration
+        for key in ("loss", "fdpg_log_z", "fdpg_baseline", "fdpg_constraint_rate"):
+            assert resumed[iteration][key] == metrics[iteration][key], (iteration, key)

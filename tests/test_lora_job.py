@@ -5,6 +5,7 @@ weights; the checkpoint is a peft adapter folder plus merged/, a full model both
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -15,14 +16,15 @@ from tests.conftest import independent_token_stats, read_jsonl, run_cli, vllm_pr
 
 pytestmark = pytest.mark.integration
 TARGETS = ("q_proj", "v_proj")
+LORA = json.dumps({"r": 4, "alpha": 8, "target_modules": list(TARGETS), "save_merged": True})
+LORA_ARGS = ("configs/hinted_idft.yaml", "--set", "iterations=2", "--set", "eval.every=0", "--set", "checkpoint.every=1",
+             "--set", f"model.lora={LORA}")
 
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lora")
-    lora = json.dumps({"r": 4, "alpha": 8, "target_modules": list(TARGETS), "save_merged": True})
-    result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(out), "--set", "iterations=2",
-                     "--set", "eval.every=0", "--set", "checkpoint.every=1", "--set", f"model.lora={lora}")
+    result = run_cli(*LORA_ARGS, "--output-dir", str(out))
     assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return out
 
@@ -93,3 +95,22 @@ def test_the_merged_checkpoint_loads_in_transformers_and_vllm_with_the_engines_l
 
     assert gap(lora_run / "checkpoints" / "iter-0" / "merged") < 1e-3
     assert gap(base_model_path(lora_run)) > 1e-2
+
+
+def test_a_resumed_lora_run_continues_exactly(lora_run, tmp_path):
+    """A LoRA checkpoint is an adapter folder: the engines start on the base model and get the merged
+    weights pushed before the first resumed iteration. Resumed from checkpoints/iter-0 of a copy of the
+    run, iteration 1 comes out as in the uninterrupted run, token for token and loss for loss."""
+    copy = tmp_path / "run"
+    shutil.copytree(lora_run, copy)
+    result = run_cli(*LORA_ARGS, "--resume", str(copy / "checkpoints" / "iter-0"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ours = read_jsonl(copy / "samples" / "iter-1.jsonl")
+    theirs = read_jsonl(lora_run / "samples" / "iter-1.jsonl")
+    assert [s["response_token_ids"] for s in ours] == [s["response_token_ids"] for s in theirs]
+    assert [s["token_cll"] for s in ours] == [s["token_cll"] for s in theirs]
+    resumed = [m for m in read_jsonl(copy / "metrics.jsonl") if m.get("kind") != "eval"]
+    original = [m for m in read_jsonl(lora_run / "metrics.jsonl") if m.get("kind") != "eval"]
+    assert [m["iteration"] for m in resumed] == [0, 1]
+    for key in ("loss", "grad_norm", "kept_samples"):
+        assert resumed[1][key] == original[1][key], key

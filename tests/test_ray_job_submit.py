@@ -188,3 +188,28 @@ def test_two_jobs_at_once_share_the_cluster_and_a_third_that_cannot_fit_fails_in
     for out in outs:
         assert [m["iteration"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 1]
         assert (out / "checkpoints" / "iter-1" / "model.safetensors").is_file()
+
+
+def test_ray_job_stop_on_a_hintflow_job_leaves_a_resumable_checkpoint(ray_cluster, tmp_path):
+    """`ray job stop` sends the job SIGTERM (then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S): the job stops at
+    its next safe point with a checkpoint of the last finished iteration and says so in its log."""
+    out = tmp_path / "stopped"
+    job_id = f"stop-hintflow-{secrets.token_hex(3)}"
+    result = submit(ray_cluster, "python", "-m", "jobs.run", "configs/onpolicy_idft.yaml", "--output-dir", str(out),
+                    "--set", "iterations=50", "checkpoint.every=0",
+                    runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "120"}},
+                    options=("--no-wait", "--submission-id", job_id), timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    deadline = time.time() + 600
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().strip()):
+        assert time.time() < deadline, ray_job(ray_cluster, "logs", job_id).stdout[-3000:]
+        time.sleep(1)
+    assert ray_job(ray_cluster, "stop", job_id, timeout=300).returncode == 0  # waits until the job has ended
+    assert f"Job '{job_id}' was stopped" in ray_job(ray_cluster, "status", job_id).stdout
+    logs = ray_job(ray_cluster, "logs", job_id).stdout
+    stopped = re.search(r"stopped by SIGTERM after iteration (\d+): checkpoint (\S+); resume with: ", logs)
+    assert stopped, logs[-3000:]
+    iteration, checkpoint = int(stopped.group(1)), Path(stopped.group(2))
+    assert iteration < 49 and checkpoint == out / "checkpoints" / f"iter-{iteration}"
+    assert json.loads((checkpoint / "training_state" / "loop.json").read_text())["next_iteration"] == iteration + 1
+    assert (checkpoint / "model.safetensors").is_file()
