@@ -48,7 +48,7 @@ from jobs.core.spec import JobSpec
 from actors.evaluation import Evaluation, eval_inputs
 from jobs.startup import StoppedWhileStarting, start_actors
 from jobs.stop_signals import StopRequests
-from jobs.outputs.tensorboard_log import TensorBoardLog
+from jobs.outputs.trackers import Trackers
 
 
 REPORT_REFRESH_S = 10.0  # report.html is rewritten at most this often, and once more when the loop ends
@@ -136,7 +136,7 @@ def run_onpolicy(run: RunContext) -> LoopEnd:
     rollout, rewards, learners = actors.rollout, actors.rewards, actors.learners
     if rollout:
         rollout.weights_version = first  # the engines hold the weights iteration `first` starts from
-    tensorboard = TensorBoardLog(outputs.dir, first_iteration=first)
+    trackers = Trackers(spec, outputs.dir, first, resume.loop_state().get("trackers") if resume else None)
 
     report_written = [float("-inf")]
 
@@ -152,9 +152,9 @@ def run_onpolicy(run: RunContext) -> LoopEnd:
             progress.note(f"report.html not updated ({type(exc).__name__}: {exc})")
 
     def record(row: dict) -> None:
-        """One metrics row, training or eval: metrics.jsonl, TensorBoard, and report.html (at most every few seconds)."""
+        """One metrics row, training or eval: metrics.jsonl, the trackers, and report.html (at most every few seconds)."""
         outputs.append_metrics(row)
-        tensorboard.log(row)
+        trackers.log(row)
         refresh_report()
 
     evaluation = Evaluation(spec, actors.evaluator, outputs, progress, record) if actors.evaluator else None
@@ -170,9 +170,11 @@ def run_onpolicy(run: RunContext) -> LoopEnd:
         loop_state = {"next_iteration": iteration + 1, "data": data_position, "spec": spec.model_dump(mode="json")}
         if stage:
             loop_state[algorithm.name] = stage.state()
+        if trackers.run_ids():
+            loop_state["trackers"] = trackers.run_ids()
         return checkpoints.commit(iteration, loop_state)
 
-    with actors, tensorboard:  # actors killed, event file closed, however the loop ends
+    with actors, trackers:  # actors killed, trackers closed, however the loop ends
         latest, finished_position, last = resume, stream.state(), spec.iterations - 1
         # Iterations whose batch is taken and whose generation is queued: iteration -> (stream position
         # before its batch, the batch, the generation). Always empty with rollout.max_policy_lag 0.
@@ -278,9 +280,11 @@ def run_onpolicy(run: RunContext) -> LoopEnd:
                 progress.note("waiting for the last evaluation")
                 evaluation.collect(wait_seconds=None)
             refresh_report(now=True)
+            trackers.finish(outputs.dir / "report.html", str(latest.path) if latest else None)
             return LoopEnd(history, latest)
         last_finished = history[-1]["iteration"] if history else None
         if last_finished is not None and (latest is None or latest.iteration != last_finished):
             latest = save_checkpoint(last_finished, finished_position)
         refresh_report(now=True)
+        trackers.finish(outputs.dir / "report.html", str(latest.path) if latest else None)
         return LoopEnd(history, latest, stopped_after=last_finished)

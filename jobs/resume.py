@@ -26,6 +26,7 @@ CHANGEABLE_ON_RESUME = (
     "eval",
     "faults",
     "placement",
+    "logging",
     "rollout.workers",
     "rollout.cpus_per_worker",
     "rollout.gpus_per_worker",

@@ -259,6 +259,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
     from jobs.outputs.metrics_rows import RunMetrics
     from jobs.onpolicy import RunContext, run_onpolicy
     from jobs.outputs.run_outputs import RunOutputs
+    from jobs.outputs.trackers import check_backends
 
     started = time.perf_counter()
     outputs = RunOutputs(output_dir)
@@ -267,6 +268,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
     outputs.save_spec(spec)
     if resume:
         outputs.record_resume(resume, changes or {})
+    check_backends(spec)
     model_path = resolve_model(spec, outputs)
     # Every row, reward source and model path is checked before any actor starts: bad input fails in seconds.
     tokenizer = load_tokenizer(model_path, spec.model.trust_remote_code)

@@ -36,14 +36,17 @@ def tiny_tied_model(tmp_path_factory) -> Path:
 
 
 ONPOLICY_ARGS = ("configs/onpolicy_idft.yaml", "--set", "checkpoint.every=1")
+TRACKERS_OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_ALLOW_FILE_STORE": "true"}
 
 
 @pytest.fixture(scope="session")
 def onpolicy_run(tmp_path_factory):
     """One uninterrupted run of configs/onpolicy_idft.yaml (3 iterations), shared by every module that needs one."""
     out = tmp_path_factory.mktemp("onpolicy")
-    # checkpoint.every=1 keeps the weights each iteration's samples were drawn from.
-    result = run_cli(*ONPOLICY_ARGS, "--output-dir", str(out))
+    # checkpoint.every=1 keeps the weights each iteration's samples were drawn from. Every tracker rides
+    # along (W&B offline, MLflow in a local file store): tests/test_trackers.py reads what they got.
+    result = run_cli(*ONPOLICY_ARGS, "--output-dir", str(out), "--set", "logging.backends=[tensorboard, wandb, mlflow]",
+                     f"logging.mlflow_tracking_uri=file://{out / 'mlruns'}", env=TRACKERS_OFFLINE)
     assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return out, result
 

@@ -126,10 +126,10 @@ def test_study_from_a_clone_root_finds_bench_there(no_bench_on_path):
 def test_help_lists_every_subcommand_on_one_line(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("run", "compare", "bench", "study", "spec"):
+    for name in ("run", "compare", "score", "bench", "study", "spec"):
         lines = [line for line in out.splitlines() if line.startswith(f"  {name} ")]
         assert len(lines) == 1, name
-    assert set(cli.COMMANDS) == {"run", "compare", "bench", "study", "spec"}
+    assert set(cli.COMMANDS) == {"run", "compare", "score", "bench", "study", "spec"}
 
 
 def test_an_unknown_command_is_one_line_with_a_suggestion(capsys):

@@ -79,3 +79,21 @@ class PlacementSpec(Section):
         "than a node has, or all bundles more than placement.nodes x placement.gpus_per_node.",
     )
     nodes: int = Field(1, ge=1, description="Nodes of the cluster the job is written for (with placement.gpus_per_node).")
+
+
+class LoggingSpec(Section):
+    """Where the metrics rows go besides metrics.jsonl and report.html (jobs/outputs/trackers.py)."""
+
+    backends: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Each optional: tensorboard (DIR/tensorboard/), wandb (Weights & Biases; pip install -e "
+        "'.[wandb]'; WANDB_MODE=offline logs without a network), mlflow (pip install -e '.[mlflow]'). Every "
+        "row, training and eval, at its iteration; the resolved spec as the run's config; report.html and the "
+        "final checkpoint's path at the end. A resumed run continues the same W&B and MLflow runs.",
+    )
+    project: str = Field("hintflow", min_length=1, description="The W&B project and the MLflow experiment.")
+    mlflow_tracking_uri: Optional[str] = Field(
+        None, description="MLflow's store (file:///path, sqlite:///path.db, http://host:5000); null: MLflow's own "
+        "default (MLFLOW_TRACKING_URI, else ./mlruns).",
+    )
+

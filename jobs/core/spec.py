@@ -20,7 +20,7 @@ from jobs.core.errors import SpecError
 from jobs.core.eval_spec import EvalSpec
 from jobs.core.learner_spec import LearnerSpec, LoraSpec
 from jobs.core.train_spec import TrainSpec
-from jobs.core.operations_spec import CheckpointSpec, FaultSpec, PlacementSpec, SyncSpec
+from jobs.core.operations_spec import CheckpointSpec, FaultSpec, LoggingSpec, PlacementSpec, SyncSpec
 from jobs.core.reward_spec import RewardSpec
 from jobs.core.rollout_spec import RolloutSpec
 from jobs.core.spec_base import Section
@@ -145,6 +145,7 @@ class JobSpec(Section):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     faults: FaultSpec = Field(default_factory=FaultSpec)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    logging: LoggingSpec = Field(default_factory=LoggingSpec)
     output_dir: Optional[str] = Field(None, description="Defaults to runs/<name>; --output-dir overrides.")
 
     @model_validator(mode="after")
