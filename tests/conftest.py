@@ -40,6 +40,24 @@ TRACKERS_OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "MLFLOW_ALL
 
 
 @pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory, tiny_model):
+    """A sequence-classification head on the tiny model's architecture: a reward model built here."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    config = LlamaConfig.from_pretrained(tiny_model, num_labels=1)
+    torch.manual_seed(1)
+    model = LlamaForSequenceClassification(config)
+    with torch.no_grad():  # a freshly initialised head scores everything near 0; spread the rewards out
+        model.score.weight.mul_(50.0)
+    path = tmp_path_factory.mktemp("models") / "tiny-reward-model"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def onpolicy_run(tmp_path_factory):
     """One uninterrupted run of configs/onpolicy_idft.yaml (3 iterations), shared by every module that needs one."""
     out = tmp_path_factory.mktemp("onpolicy")

@@ -18,22 +18,6 @@ RESPONSES = ["The answer is 4.", "4", "Let us compute: 2 + 2 = 4, so the answer 
 
 
 @pytest.fixture(scope="module")
-def tiny_reward_model(tmp_path_factory, tiny_model):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    config = LlamaConfig.from_pretrained(tiny_model, num_labels=1)
-    torch.manual_seed(1)
-    model = LlamaForSequenceClassification(config)
-    with torch.no_grad():  # a freshly initialised head scores everything near 0; spread the rewards out
-        model.score.weight.mul_(50.0)
-    path = tmp_path_factory.mktemp("models") / "tiny-reward-model"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def ray_session():
     import ray
 
