@@ -67,6 +67,7 @@ def test_nan_loss_stops_training_without_writing_a_checkpoint(tmp_path, zero_sta
     assert len((out / "samples" / "iter-0.jsonl").read_text().splitlines()) == 16  # the samples are kept
 
 
+@pytest.mark.integration  # it starts Ray: the check reads what the cluster has
 def test_resources_the_cluster_lacks_fail_fast(tmp_path):
     """Without this check Ray would wait forever for a GPU actor on a CPU machine."""
     result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "out"),
