@@ -180,7 +180,14 @@ def run_one(method: str, seed: int, model: str, work: Path, results: Path, commi
         print(f"[seed-study] {name}: job failed (exit {code}) after {wall:.0f}s; log {work / f'{name}.log'}; "
               f"it runs again next time", flush=True)
         return False
-    collect(run_dir, results, method, seed, commit, dirty, wall)
+    try:
+        collect(run_dir, results, method, seed, commit, dirty, wall)
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        # E.g. the final eval was lost (an eval actor killed for memory): nothing is filed, the study goes
+        # on with the next run, and this one runs again next time.
+        print(f"[seed-study] {name}: the job ended but its records are incomplete ({type(exc).__name__}: {exc}); "
+              f"nothing filed, it runs again next time", flush=True)
+        return False
     print(f"[seed-study] {name}: done in {wall:.0f}s", flush=True)
     return True
 
