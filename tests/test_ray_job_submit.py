@@ -178,7 +178,7 @@ def test_two_jobs_at_once_share_the_cluster_and_a_third_that_cannot_fit_fails_in
         time.sleep(1)
     third = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "third"),
                     "--set", "rollout.workers=1", "--set", "rollout.cpus_per_worker=1.5",
-                    "--set", "placement.timeout_seconds=15", env=ray_cluster.job_env, timeout=300)
+                    "--set", "placement.timeout_seconds=10", env=ray_cluster.job_env, timeout=300)
     assert third.returncode == 2, third.stdout[-3000:] + third.stderr[-3000:]
     assert_one_line(third, "spec error: the job's placement group (PACK) was not placed within 1",
                     "rollout worker 0) CPU 1.5", "free in the cluster now: CPU")
