@@ -105,7 +105,8 @@ class RunContext:
 
 
 def run_onpolicy(run: RunContext) -> LoopEnd:
-    spec, outputs, prompts, tokenizer, stop, resume = run.spec, run.outputs, run.prompts, run.tokenizer, run.stop, run.resume
+    spec, outputs, prompts, tokenizer = run.spec, run.outputs, run.prompts, run.tokenizer
+    stop, resume = run.stop, run.resume
     progress = Progress(spec.iterations)
     stream = PromptStream(prompts, shuffle=spec.data.shuffle, seed=spec.seed)
     prompts_by_index = {p.index: p for p in prompts}
