@@ -16,10 +16,9 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors import placement
-from jobs.core.records import Sample
+from jobs.core.records import Prompt, Sample
 from actors.rewards.sources import ScoringRequest, combine, make_source
 from actors.restarts import Replacements, died
-from jobs.core.records import Prompt
 from jobs.core.errors import RewardError
 from jobs.core.spec import JobSpec
 

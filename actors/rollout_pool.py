@@ -22,12 +22,11 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from actors import placement
-from jobs.core.records import Sample
+from jobs.core.records import Prompt, Sample
 from actors.decoding.cll_scorer import logprob_gap_metrics
 from actors.restarts import Replacements, died
 from actors.rollout_worker import RolloutWorker, vllm_env_vars
 from actors.weights.broadcast import RANKS_PER_ROLLOUT_WORKER
-from jobs.core.records import Prompt
 from jobs.core.errors import HintflowError
 from jobs.core.spec import JobSpec
 

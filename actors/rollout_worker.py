@@ -11,14 +11,13 @@ import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from jobs.core.records import Sample
+from jobs.core.records import Prompt, Sample
 from actors.decoding.cll_scorer import CLLScorer, engine_token_stats, record_cll
 from actors.decoding.float32_head import engine_head_options
 from actors.training.trainable_model import TORCH_DTYPES
 from actors.weights.vllm_receiver import WORKER_EXTENSION
 from actors.weights.broadcast import open_group, receive_payload
 from actors.weights.payload import decode_weights, decode_weights_buffer
-from jobs.core.records import Prompt
 from jobs.core.spec import JobSpec
 
 

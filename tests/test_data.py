@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.core.data import PromptStream, load_prompts
-from jobs.core.data import load_rows
+from jobs.core.data import PromptStream, load_prompts, load_rows
 from jobs.core.errors import DataError
 from jobs.core.spec import DataSpec
 from tests.conftest import write_jsonl

@@ -9,9 +9,8 @@ import json
 
 import pytest
 
-from jobs.core.data import load_prompts, render_prompt
+from jobs.core.data import load_prompts, load_rows, render_prompt
 from jobs.core.data_sources import response_text
-from jobs.core.data import load_rows
 from jobs.core.errors import DataError, SpecError
 from jobs.core.spec import DataSpec, load_spec, validate_spec
 from tests.conftest import assert_one_line, run_cli, write_jsonl

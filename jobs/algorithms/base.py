@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 import torch
 
-from jobs.core.records import Pair, Sample
-from jobs.core.records import Prompt
 from jobs.algorithms.pairs import dataset_pairs, demonstration_pairs, online_pairs
+from jobs.core.records import Pair, Prompt, Sample
 
 if TYPE_CHECKING:
     from jobs.core.spec import JobSpec

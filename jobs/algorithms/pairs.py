@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections import defaultdict
 from itertools import combinations
 
-from jobs.core.records import Pair, Sample
+from jobs.core.records import Pair, Prompt, Sample
 from jobs.core.data import response_token_ids
 from jobs.core.data_sources import response_text
-from jobs.core.records import Prompt
 from jobs.core.spec import DataSpec, PreferenceSpec
 
 

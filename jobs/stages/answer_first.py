@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobs.core.records import Sample
+from jobs.core.records import Prompt, Sample
 from jobs.core.data import render_messages
 from jobs.core.data_sources import response_text
-from jobs.core.records import Prompt
 from jobs.algorithms.pairs import written_sample
 from jobs.core.spec import JobSpec
 
