@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench [--quick] [--smollm2 PATH] [--only NAME ...] [--job-threads] [--workdir DIR]
     .venv/bin/python -m bench --markdown      # the last results as docs/benchmarks.md's tables
+    .venv/bin/python -m bench --report        # rewrite those tables in docs/benchmarks.md
 
 Runs the figures in this order (jobs that several figures read run once) and merges them into
 bench/results.json, one key per figure; each module also runs alone (`python -m bench.<module>`).
@@ -36,7 +37,15 @@ def main() -> int:
                    help=f"run only these figures ({', '.join(FIGURES)})")
     p.add_argument("--markdown", action="store_true",
                    help="run nothing: print the results file as the markdown tables of docs/benchmarks.md")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: rewrite docs/benchmarks.md's tables from bench/results.json and "
+                   "bench/results-smollm2.json (bench/report_docs.py)")
     args = p.parse_args()
+    if args.report:
+        from bench.report_docs import write_docs
+
+        print(f"rewrote the tables of {write_docs()}")
+        return 0
     if args.markdown:
         results = json.loads(Path(args.results).read_text())
         print(markdown(results))
