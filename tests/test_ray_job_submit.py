@@ -159,22 +159,29 @@ def wait_for_job(cluster: LocalCluster, job_id: str, timeout: float = 900) -> st
     raise AssertionError(f"job {job_id} still running after {timeout}s")
 
 
-def test_two_jobs_at_once_share_the_cluster_and_a_third_that_cannot_fit_fails_in_one_line(ray_cluster, tmp_path):
-    """Two hintflow jobs submitted together (1.1 CPU each of the cluster's 4) run side by side, each in
-    its own placement group and output directory. A third whose bundle would fit an idle node (1.5 of
-    2 CPUs) but not what the two leave free waits placement.timeout_seconds, then fails in one line
-    that names its bundles, the nodes and what is free."""
-    ids, outs = [], []
-    for name in ("first", "second"):
-        outs.append(tmp_path / name)
-        ids.append(f"two-jobs-{name}-{secrets.token_hex(3)}")
+def test_two_jobs_share_the_cluster_a_third_that_cannot_fit_fails_and_ray_job_stop_leaves_a_checkpoint(
+        ray_cluster, tmp_path):
+    """Two hintflow jobs submitted together (1.1 CPU each of the cluster's 4) run side by side, each in its
+    own placement group and output directory. A third, whose bundle would fit an idle node (1.5 of 2 CPUs)
+    but not what the two leave free, waits placement.timeout_seconds, then fails in one line naming its
+    bundles, the nodes and what is free. The first job finishes; the second, a long one, gets `ray job
+    stop` (SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S): it stops at its next safe point with a
+    checkpoint of its last finished iteration and says so in its log."""
+    finishing, stopped = tmp_path / "finishing", tmp_path / "stopped"
+    ids = [f"two-jobs-{name}-{secrets.token_hex(3)}" for name in ("finishing", "stopped")]
+    for job_id, out, overrides in ((ids[0], finishing, ["iterations=1"]),
+                                   (ids[1], stopped, ["iterations=50", "checkpoint.every=0"])):
         result = submit(ray_cluster, "python", "-m", "jobs.run", "configs/onpolicy_idft.yaml", "--output-dir",
-                        str(outs[-1]), "--set", "iterations=1", options=("--no-wait", "--submission-id", ids[-1]),
-                        timeout=120)
+                        str(out), "--set", *overrides, runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "120"}},
+                        options=("--no-wait", "--submission-id", job_id), timeout=120)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def logs() -> list[str]:
+        return [ray_job(ray_cluster, "logs", job_id).stdout[-2000:] for job_id in ids]
+
     deadline = time.time() + 600
-    while not all((out / "placement.json").exists() for out in outs):  # written once a job's group is placed
-        assert time.time() < deadline, [ray_job(ray_cluster, "logs", job_id).stdout[-2000:] for job_id in ids]
+    while not all((out / "placement.json").exists() for out in (finishing, stopped)):  # written once placed
+        assert time.time() < deadline, logs()
         time.sleep(1)
     third = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "third"),
                     "--set", "rollout.workers=1", "--set", "rollout.cpus_per_worker=1.5",
@@ -182,33 +189,20 @@ def test_two_jobs_at_once_share_the_cluster_and_a_third_that_cannot_fit_fails_in
     assert third.returncode == 2, third.stdout[-3000:] + third.stderr[-3000:]
     assert_one_line(third, "spec error: the job's placement group (PACK) was not placed within 1",
                     "rollout worker 0) CPU 1.5", "free in the cluster now: CPU")
-    assert [wait_for_job(ray_cluster, job_id) for job_id in ids] == ["SUCCEEDED", "SUCCEEDED"], \
-        [ray_job(ray_cluster, "logs", job_id).stdout[-3000:] for job_id in ids]
-    for out in outs:
-        assert [m["iteration"] for m in read_jsonl(out / "metrics.jsonl")] == [0]
-        assert (out / "checkpoints" / "iter-0" / "model.safetensors").is_file()
 
+    assert wait_for_job(ray_cluster, ids[0]) == "SUCCEEDED", logs()
+    assert [m["iteration"] for m in read_jsonl(finishing / "metrics.jsonl")] == [0]
+    assert (finishing / "checkpoints" / "iter-0" / "model.safetensors").is_file()
 
-def test_ray_job_stop_on_a_hintflow_job_leaves_a_resumable_checkpoint(ray_cluster, tmp_path):
-    """`ray job stop` sends the job SIGTERM (then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S): the job stops at
-    its next safe point with a checkpoint of the last finished iteration and says so in its log."""
-    out = tmp_path / "stopped"
-    job_id = f"stop-hintflow-{secrets.token_hex(3)}"
-    result = submit(ray_cluster, "python", "-m", "jobs.run", "configs/onpolicy_idft.yaml", "--output-dir", str(out),
-                    "--set", "iterations=50", "checkpoint.every=0",
-                    runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "120"}},
-                    options=("--no-wait", "--submission-id", job_id), timeout=120)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    deadline = time.time() + 600
-    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().strip()):
-        assert time.time() < deadline, ray_job(ray_cluster, "logs", job_id).stdout[-3000:]
+    while not ((stopped / "metrics.jsonl").exists() and (stopped / "metrics.jsonl").read_text().strip()):
+        assert time.time() < deadline, logs()
         time.sleep(1)
-    assert ray_job(ray_cluster, "stop", job_id, timeout=300).returncode == 0  # waits until the job has ended
-    assert f"Job '{job_id}' was stopped" in ray_job(ray_cluster, "status", job_id).stdout
-    logs = ray_job(ray_cluster, "logs", job_id).stdout
-    stopped = re.search(r"stopped by SIGTERM after iteration (\d+): checkpoint (\S+); resume with: ", logs)
-    assert stopped, logs[-3000:]
-    iteration, checkpoint = int(stopped.group(1)), Path(stopped.group(2))
-    assert iteration < 49 and checkpoint == out / "checkpoints" / f"iter-{iteration}"
+    assert ray_job(ray_cluster, "stop", ids[1], timeout=300).returncode == 0  # waits until the job has ended
+    assert f"Job '{ids[1]}' was stopped" in ray_job(ray_cluster, "status", ids[1]).stdout
+    line = re.search(r"stopped by SIGTERM after iteration (\d+): checkpoint (\S+); resume with: ",
+                     ray_job(ray_cluster, "logs", ids[1]).stdout)
+    assert line, logs()
+    iteration, checkpoint = int(line.group(1)), Path(line.group(2))
+    assert iteration < 49 and checkpoint == stopped / "checkpoints" / f"iter-{iteration}"
     assert json.loads((checkpoint / "training_state" / "loop.json").read_text())["next_iteration"] == iteration + 1
     assert (checkpoint / "model.safetensors").is_file()
