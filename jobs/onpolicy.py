@@ -102,12 +102,13 @@ class RunContext:
     resume: Checkpoint | None = None  # where this start continues from (a --resume, or a job restart)
     started: float = 0.0  # perf_counter() when the job started, for seconds_to_first_iteration
     prompt_counts: dict | None = None  # prompts dropped or truncated for length
+    quiet: bool = False  # --quiet: no progress lines, only the summary at the end
 
 
 def run_onpolicy(run: RunContext) -> LoopEnd:
     spec, outputs, prompts, tokenizer = run.spec, run.outputs, run.prompts, run.tokenizer
     stop, resume = run.stop, run.resume
-    progress = Progress(spec.iterations)
+    progress = Progress(spec.iterations, quiet=run.quiet)
     stream = PromptStream(prompts, shuffle=spec.data.shuffle, seed=spec.seed)
     prompts_by_index = {p.index: p for p in prompts}
     checkpoints = CheckpointStore(outputs.checkpoints_dir, spec.checkpoint.keep_last)

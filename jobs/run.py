@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.run", description=__doc__.split("\n")[0],
         usage="%(prog)s SPEC [--set KEY=VALUE ...] [--output-dir DIR] [--resume DIR] [--overwrite] [--actor-logs] "
-        "[--check]",
+        "[--quiet] [--check]",
     )
     # Optional here only so that a spec swallowed by --set (below) gets a message that says so.
     parser.add_argument("spec", nargs="?", help="YAML job spec, e.g. configs/hinted_idft.yaml")
@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--actor-logs", action="store_true",
         help="show the actors' own output (vLLM, DeepSpeed) in this terminal; it always goes to Ray's session logs",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true",
+        help="no progress lines while the job runs (phases, heartbeats inside long ones, evals): only the summary "
+        "at the end, and errors",
     )
     parser.add_argument(
         "--resume", metavar="DIR",
@@ -288,7 +293,7 @@ def run(spec: JobSpec, output_dir: Path, args: argparse.Namespace, stop: StopReq
             check_cluster_fits(spec)
             end = run_onpolicy(RunContext(
                 spec, outputs, model_path, prompts, actor_env_vars(spec), tokenizer, reward_model_paths,
-                stop, resume, started, prompt_counts,
+                stop, resume, started, prompt_counts, quiet=args.quiet,
             ))
             break
         except LearnerDied as exc:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import threading
 import time
 from pathlib import Path
 
 from jobs.core.checkpoints import MERGED, is_adapter_checkpoint
+
+HEARTBEAT_S = 10.0  # a phase running longer than this gets a line every this many seconds
 
 # (metric, header, format): the columns of the summary and the progress line, shown when a run has them.
 COLUMNS = [
@@ -35,13 +39,33 @@ def formatted(metrics: dict, key: str, form: str) -> str:
 
 
 class Progress:
-    def __init__(self, iterations: int, stream=sys.stdout):
+    """The job's lines on the terminal, and a heartbeat inside long phases.
+
+    When a phase of an iteration (generating, scoring, training, syncing) runs past `heartbeat_s`,
+    a line every `heartbeat_s` says which phase, how long it has run, and how long the same phase
+    took the iteration before (the estimate of what is left). The actors are not asked: the line
+    comes from the driver's own clock, so it can say neither samples done nor tokens per second.
+    `quiet` keeps only what the job prints at its end (the summary) and its errors.
+    """
+
+    def __init__(self, iterations: int, stream=sys.stdout, quiet: bool = False, heartbeat_s: float = HEARTBEAT_S):
         self.iterations = iterations
         self.stream = stream
+        self.quiet = quiet
+        self.heartbeat_s = heartbeat_s
         self.started = time.perf_counter()
+        self._lock = threading.Lock()
+        self._phase: tuple[str, float] | None = None  # (phase, its start) while one runs
+        self._last_line = 0.0
+        self._took: dict[str, float] = {}  # phase (digits dropped) -> seconds it took last time
+        self._watcher: threading.Thread | None = None
 
     def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        if self.quiet:
+            return
+        with self._lock:
+            print(text, file=self.stream, flush=True)
+            self._last_line = time.perf_counter()
 
     def note(self, text: str) -> None:
         self._print(f"[hintflow {time.perf_counter() - self.started:6.1f}s] {text}")
@@ -51,6 +75,7 @@ class Progress:
         self.step(phase)
 
     def step(self, phase: str) -> None:
+        self._enter(phase)
         self.note(f"{self._where()}: {phase}")
 
     def _where(self) -> str:
@@ -58,10 +83,42 @@ class Progress:
         return f"iteration {self.iteration} ({self.iteration + 1}/{self.iterations})"
 
     def end(self, metrics: dict) -> None:
+        self._enter(None)
         shown = "  ".join(
             f"{header} {formatted(metrics, key, form)}" for key, header, form in COLUMNS if key in metrics
         )
         self.note(f"{self._where()} done in {metrics['iteration_seconds']:.1f}s: {shown}")
+
+    # ---------------------------------------------------------------- the heartbeat
+
+    @staticmethod
+    def _kind(phase: str) -> str:
+        return re.sub(r"\d+", "N", phase)
+
+    def _enter(self, phase: str | None) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            if self._phase:
+                self._took[self._kind(self._phase[0])] = now - self._phase[1]
+            self._phase = (phase, now) if phase else None
+        if phase and not self.quiet and self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="hintflow-heartbeat", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.heartbeat_s / 4))
+            with self._lock:
+                running, last = self._phase, self._last_line
+            now = time.perf_counter()
+            if running is None or now - running[1] < self.heartbeat_s or now - last < self.heartbeat_s:
+                continue
+            phase, since = running
+            before = self._took.get(self._kind(phase))
+            estimate = "" if before is None else (
+                f"; it took {before:.0f}s last iteration" + (f", ~{before - (now - since):.0f}s left"
+                                                             if before > now - since else ""))
+            self.note(f"{self._where()}: still {phase.split(',')[0]} ({now - since:.0f}s{estimate})")
 
 
 def eval_change(evals: list[dict]) -> str:
