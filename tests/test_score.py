@@ -83,16 +83,21 @@ def auroc(positives: list[float], negatives: list[float]) -> float:
     return sum(pairs) / len(pairs)
 
 
-def test_the_models_own_samples_rank_above_reference_solutions_it_never_wrote(onpolicy_run, tmp_path):
-    """Under the weights of the shared run's checkpoints/iter-1 (a model trained on its own samples), its
-    own answers to the builtin questions, drawn here at temperature 1, against the set's reference answers."""
+def test_the_models_own_samples_rank_above_reference_solutions_it_never_wrote(tiny_model, tmp_path):
+    """A model with a peaked distribution (the tiny model with its output layer scaled up 8x: the same
+    weights at temperature 1/8), its own answers to the builtin questions drawn at temperature 1, and the
+    set's reference answers, which it never wrote. The random tiny model itself is near-uniform: there
+    every text scores a CLL near 0, so it could not tell the two apart, and this test would say nothing."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out, _ = onpolicy_run
-    model_dir = out / "checkpoints" / "iter-1"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model_dir = tmp_path / "peaked"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
     data = DataSpec(path="x.jsonl")
     torch.manual_seed(0)
     own, references = [], []

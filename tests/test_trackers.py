@@ -110,9 +110,11 @@ def test_a_missing_tracker_package_is_one_line_naming_the_extra(monkeypatch, bac
 
 
 @pytest.mark.integration
-def test_a_real_run_sent_every_row_to_wandb_and_mlflow(onpolicy_run):
+def test_a_real_run_sent_every_row_to_wandb_and_mlflow(onpolicy_run, monkeypatch):
     """The shared run (conftest.py) logged to both: their histories against its own metrics.jsonl."""
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as the job had it (conftest.TRACKERS_OFFLINE)
 
     out, _ = onpolicy_run
     rows = [row for row in read_jsonl(out / "metrics.jsonl") if row.get("kind", "train") == "train"]
