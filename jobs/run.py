@@ -84,12 +84,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def resolve_model(spec: JobSpec, outputs) -> str:
     """A local path the actors can load: builds the builtin model, checks user paths up front."""
-    path = spec.model.path
+    return model_folder(spec.model.path, "model.path", outputs.dir, seed=spec.seed)
+
+
+def model_folder(path: str, field: str, run_dir: Path, seed: int = 0) -> str:
+    """`path` as a local model folder: builtin:tiny-llama built under run_dir/builtin/, else resolve_model_path."""
     if is_builtin(path):
         if path != builtin.TINY_LLAMA:
-            raise ModelError(f"model.path: unknown builtin {path!r}; expected {builtin.TINY_LLAMA!r}")
-        return str(builtin.build_tiny_llama(outputs.dir / "builtin" / "tiny-llama", seed=spec.seed))
-    return resolve_model_path(path, "model.path", f", or {builtin.TINY_LLAMA!r}")
+            raise ModelError(f"{field}: unknown builtin {path!r}; expected {builtin.TINY_LLAMA!r}")
+        return str(builtin.build_tiny_llama(Path(run_dir) / "builtin" / "tiny-llama", seed=seed))
+    return resolve_model_path(path, field, f", or {builtin.TINY_LLAMA!r}")
 
 
 def resolve_model_path(path: str, field: str, alternatives: str = "") -> str:

@@ -31,10 +31,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.core import builtin
 from jobs.core.data import indexed_rows, render_prompt, response_token_ids
 from jobs.core.data_sources import response_text
-from jobs.core.errors import DataError, HintflowError, ModelError
+from jobs.core.errors import DataError, HintflowError
 from jobs.core.records import Sample
 from jobs.core.spec import DataSpec
 
@@ -86,16 +85,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.keep_fraction is not None and not 0 < args.keep_fraction <= 1:
         parser.error("--keep-fraction must lie in (0, 1]")
     return args
-
-
-def model_folder(args, out: Path) -> str:
-    from jobs.run import resolve_model_path
-
-    if args.model.startswith("builtin:"):
-        if args.model != builtin.TINY_LLAMA:
-            raise ModelError(f"--model: unknown builtin {args.model!r}; expected {builtin.TINY_LLAMA!r}")
-        return str(builtin.build_tiny_llama(out / "builtin" / "tiny-llama"))
-    return resolve_model_path(args.model, "--model", f", or {builtin.TINY_LLAMA!r}")
 
 
 def examples(data: DataSpec, tokenizer, max_model_len: int) -> list[Scored]:
@@ -222,13 +211,13 @@ def write_kept(args, records: list[dict], scored: list[Scored], out: Path) -> Pa
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from jobs.run import load_tokenizer, silence_deepspeed_cpu_notice
+    from jobs.run import load_tokenizer, model_folder, silence_deepspeed_cpu_notice
 
     silence_deepspeed_cpu_notice()
     out = Path(args.out or Path("runs") / f"score-{Path(args.data).stem or 'data'}").resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        model_path = model_folder(args, out)
+        model_path = model_folder(args.model, "--model", out)
         tokenizer = load_tokenizer(model_path, args.trust_remote_code)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         data = DataSpec(path=args.data, split=args.split, prompt_column=args.prompt_column,

@@ -96,20 +96,29 @@ def kill_titled(title: str, processes, timeout: float = 10.0, spare: tuple[int, 
     raise AssertionError(f"no process titled {title!r} within {timeout}s")
 
 
-@pytest.fixture(scope="module")
-def faulty_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("faults") / "out"
-    overrides = [arg for key, value in OVERRIDES.items() for arg in ("--set", f"{key}={value}")]
+def run_killing(out, settings: dict, kills: list[tuple[str, str]]) -> tuple[JobProcess, int, list[int]]:
+    """The job with `settings`; at each (progress line, process title) of `kills`, the first such process
+    SIGKILLed. Returns the job, its exit code and the killed pids."""
+    overrides = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     job = JobProcess("configs/onpolicy_idft.yaml", "--output-dir", str(out), *overrides)
     try:
-        job.wait_for_line("iteration 1 (2/2): generating", PHASE_TIMEOUT_S)
-        rollout_pid = kill_titled("ray::RolloutWorker.generate", job.processes)
-        job.wait_for_line("iteration 1 (2/2): scoring", PHASE_TIMEOUT_S)
-        reward_pid = kill_titled("ray::RewardActor.score", job.processes)
-        returncode = job.finish(JOB_TIMEOUT_S)
+        pids = []
+        for line, title in kills:
+            job.wait_for_line(line, PHASE_TIMEOUT_S)
+            pids.append(kill_titled(title, job.processes))
+        return job, job.finish(JOB_TIMEOUT_S), pids
     except BaseException:
         job.kill_everything()
         raise
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults") / "out"
+    job, returncode, (rollout_pid, reward_pid) = run_killing(out, OVERRIDES, [
+        ("iteration 1 (2/2): generating", "ray::RolloutWorker.generate"),
+        ("iteration 1 (2/2): scoring", "ray::RewardActor.score"),
+    ])
     assert returncode == 0, f"job failed after killing pids {rollout_pid} and {reward_pid}:\n{job.output()[-6000:]}"
     return out
 
@@ -118,16 +127,8 @@ def test_a_worker_death_past_the_restart_limit_fails_in_one_line_and_keeps_the_l
     """faults.worker_restarts=0 through the real CLI: the first death ends the run, naming the worker and
     the limit, and the checkpoint of the iteration before it stays whole (and nothing of the one it hit)."""
     out = tmp_path / "out"
-    overrides = [arg for key, value in {**OVERRIDES, "faults.worker_restarts": 0}.items()
-                 for arg in ("--set", f"{key}={value}")]
-    job = JobProcess("configs/onpolicy_idft.yaml", "--output-dir", str(out), *overrides)
-    try:
-        job.wait_for_line("iteration 1 (2/2): generating", PHASE_TIMEOUT_S)
-        killed = kill_titled("ray::RolloutWorker.generate", job.processes)
-        returncode = job.finish(JOB_TIMEOUT_S)
-    except BaseException:
-        job.kill_everything()
-        raise
+    job, returncode, (killed,) = run_killing(out, {**OVERRIDES, "faults.worker_restarts": 0},
+                                             [("iteration 1 (2/2): generating", "ray::RolloutWorker.generate")])
     assert returncode == 1, job.output()[-4000:]
     lines = "".join(job.stderr).strip().splitlines()
     assert lines and "Traceback" not in job.output(), job.output()[-4000:]
