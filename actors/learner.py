@@ -24,6 +24,7 @@ from actors.decoding.float32_head import use_float32_head
 from actors.weights.full_weights import full_weights, plain_model
 from actors.training.objectives import pair_objective, sample_objective
 from actors.process_memory import peak_rss_mb, reset_peak_rss
+from actors.progress_board import PhaseCounter
 from actors.weights.broadcast import free_address, open_group, send_payload
 from actors.training.trainable_model import load_options, load_trainable_model
 from jobs.algorithms.base import PairLogps
@@ -268,6 +269,7 @@ class Learner:
         totals: dict[str, float] = {"loss": 0.0, "weight": 0.0}
         records: list[dict] = []
         grad_norms, tokens, computed, started = [], 0, 0, time.perf_counter()
+        counter = PhaseCounter("learner", len(items) * self.spec.train.epochs_per_iteration)
         for epoch in range(self.spec.train.epochs_per_iteration):
             for chunk in chunks:
                 loss, metrics, weight, (batch_tokens, batch_positions), chunk_records = compute_loss(chunk)
@@ -298,6 +300,8 @@ class Learner:
                     records += chunk_records
                 tokens += batch_tokens
                 computed += batch_positions
+                counter.add(len(chunk), batch_tokens)
+        counter.finish()
         totals.update(
             tokens=tokens,
             computed_positions=computed,

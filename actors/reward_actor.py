@@ -19,10 +19,12 @@ from actors import placement
 from jobs.core.records import Prompt, Sample
 from actors.rewards.sources import ScoringRequest, combine, make_source
 from actors.restarts import Replacements, died
+from actors.progress_board import PhaseCounter
 from jobs.core.errors import RewardError
 from jobs.core.spec import JobSpec
 
 SCORE_TIMEOUT_S = 1800
+PROGRESS_PIECE = 8  # requests scored between two progress counts
 
 
 class RewardActor:
@@ -30,10 +32,21 @@ class RewardActor:
         device = "cuda" if spec.reward.gpus > 0 else "cpu"
         self.sources = {s.key: make_source(s, spec, model_paths, device) for s in spec.reward.sources}
         self.weights = {s.key: s.weight for s in spec.reward.sources}
+        self.spec = spec
 
     def score(self, requests: list[ScoringRequest]) -> list[dict[str, float]]:
-        per_source = {key: source.score(requests) for key, source in self.sources.items()}
-        return combine(per_source, self.weights, [r.label for r in requests])
+        # In pieces, so the job's progress lines can count them; a piece holds several of a reward model's
+        # batches, so its length sorting still has rows to sort.
+        piece = max([PROGRESS_PIECE] + [4 * s.batch_size for s in self.spec.reward.sources if hasattr(s, "batch_size")])
+        counter = PhaseCounter("reward", len(requests))
+        rewards = []
+        for start in range(0, len(requests), piece):
+            part = requests[start : start + piece]
+            per_source = {key: source.score(part) for key, source in self.sources.items()}
+            rewards += combine(per_source, self.weights, [r.label for r in part])
+            counter.add(len(part), sum(r.response_tokens for r in part))
+        counter.finish()
+        return rewards
 
 
 def scoring_requests(samples: list[Sample], prompts_by_index: dict[int, Prompt]) -> list[ScoringRequest]:

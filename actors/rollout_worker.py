@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from jobs.core.records import Prompt, Sample
 from actors.decoding.cll_scorer import CLLScorer, engine_token_stats, record_cll
 from actors.decoding.float32_head import engine_head_options
+from actors.progress_board import PhaseCounter, engine_bar
 from actors.training.trainable_model import TORCH_DTYPES
 from actors.weights.vllm_receiver import WORKER_EXTENSION
 from actors.weights.broadcast import open_group, receive_payload
@@ -134,8 +135,9 @@ class RolloutWorker:
             for p in prompts
         ]
         started = time.perf_counter()
+        counter = PhaseCounter("rollout", len(prompts) * rollout.samples_per_prompt)
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts], params, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts], params, use_tqdm=engine_bar(counter)
         )
         generate_seconds = time.perf_counter() - started
 
@@ -252,10 +254,13 @@ class RolloutWorker:
             repeat_times=hinted.repeat_times,
         )
         started = time.perf_counter()
+        counter = PhaseCounter("rollout", len(requests))
         results = hinted_decode(
             self.scorer.model, tokenizer, requests, sampling,
             eos_ids={tokenizer.eos_token_id}, pad_id=self.scorer.pad_id, batch_size=hinted.batch_size,
+            on_batch=lambda done, tokens: counter.add(done, tokens),
         )
+        counter.finish()
         decode_seconds = time.perf_counter() - started
         decoded = [s for s in samples if s.dropped is None]
         for sample, result in zip(decoded, results):
@@ -297,7 +302,9 @@ class RolloutWorker:
 
     def score(self, samples: list[Sample]) -> list[Sample]:
         """CLL and summed log-prob of responses the engine did not generate (demonstrations), under these weights."""
-        self.scorer.score(samples)
+        counter = PhaseCounter("rollout", len(samples))
+        self.scorer.score(samples, on_batch=lambda done, tokens: counter.add(done, tokens))
+        counter.finish()
         return samples
 
     def load_weights(self, payload: bytes) -> int:

@@ -96,7 +96,7 @@ def _spec(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(
         prog=f"{PROG} spec",
-        description="The job spec's fields: type, default and description (docs/spec-reference.md).",
+        description="The job spec's fields: type, default and description (docs/spec.md).",
     )
     parser.add_argument("field", nargs="?", metavar="FIELD",
                         help="a dotted path (rollout.temperature) or a section (eval); default: every field")

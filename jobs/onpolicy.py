@@ -204,7 +204,8 @@ def run_onpolicy(run: RunContext) -> LoopEnd:
 
             samples, demonstrations = [], []
             progress.begin(iteration, "pairing" if not rollout else "CLL-scoring the reference solutions"
-                           if spec.rollout.mode == "reference" else "generating, then CLL-scoring under the same weights")
+                           if spec.rollout.mode == "reference" else "generating, then CLL-scoring under the same weights",
+                           counts="rollout" if rollout else None)
             if spec.rollout.mode == "reference":  # SFT data as written: no generation, only its CLL
                 samples = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
                 metrics.update(cll_summary(samples))
@@ -221,12 +222,13 @@ def run_onpolicy(run: RunContext) -> LoopEnd:
                 demonstrations = rollout.score(demonstration_samples(batch, spec.data, tokenizer, iteration))
                 metrics.update(demonstration_summary(demonstrations))
             if rewards and samples:
-                progress.step(f"scoring {len(samples)} samples for reward")
+                progress.step(f"scoring {len(samples)} samples for reward", counts="reward")
                 metrics.update(rewards.score(samples, prompts_by_index))
             recorded = samples + demonstrations
             if spec.rollout.mode in ("verified", "hinted", "rewrite"):
                 progress.step("answer-first: keeping the verified answers"
-                              + (", Hinted Decoding for the problems answered wrong" if spec.rollout.mode != "verified" else ""))
+                              + (", Hinted Decoding for the problems answered wrong" if spec.rollout.mode != "verified" else ""),
+                              counts="rollout")
                 samples, recorded, hinting = answer_first(
                     samples, batch, rollout, rewards, spec, tokenizer, prompts_by_index, iteration
                 )
@@ -244,7 +246,7 @@ def run_onpolicy(run: RunContext) -> LoopEnd:
 
             if stop.requested:
                 break  # the last safe point before the weights change: this iteration is redone on resume
-            progress.step(f"training on {len(items)} {algorithm.trains_on}")
+            progress.step(f"training on {len(items)} {algorithm.trains_on}", counts="learner", unit=algorithm.trains_on)
             metrics.update(learners.train(items, iteration))
             if algorithm.trains_on == "pairs":
                 outputs.write_pairs(iteration, items)

@@ -1,11 +1,11 @@
 """The spec reference: every field of the job spec with its type, default and description.
 
 Built from the pydantic schema itself (JobSpec in jobs/core/spec.py and the sections it holds), so it
-says what the code accepts. docs/spec-reference.md is this module's output, and a test fails when
+says what the code accepts. docs/spec.md is this module's output, and a test fails when
 the two differ; after a schema change, regenerate it:
 
-    .venv/bin/python -m jobs.spec_reference --write     rewrite docs/spec-reference.md
-    .venv/bin/python -m jobs.spec_reference --check     exit 1 when docs/spec-reference.md is stale
+    .venv/bin/python -m jobs.spec_reference --write     rewrite docs/spec.md
+    .venv/bin/python -m jobs.spec_reference --check     exit 1 when docs/spec.md is stale
     .venv/bin/python -m jobs.spec_reference             print the Markdown
 
 `hintflow spec [FIELD]` (jobs/cli.py) prints the same reference, or one field or section of it.
@@ -30,7 +30,7 @@ from pydantic_core import PydanticUndefined
 
 from jobs.core.spec import JobSpec
 
-DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "spec-reference.md"
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "spec.md"
 REGENERATE = "python -m jobs.spec_reference --write"
 ITEM = "[]"  # a list's items in a path: reward.sources[].weight
 REQUIRED = "required"  # the default of a field without one

@@ -23,6 +23,7 @@ import ray
 from actors.learner_group import LearnerDied, LearnerGroup
 from actors.placement import EVAL, JobPlacement, role_of
 from actors.process_memory import peak_rss_mb, peak_rss_of
+from actors.progress_board import start_progress_board
 from actors.reward_actor import RewardScorer
 from actors.rollout_pool import RolloutPool
 from jobs.outputs.progress import Progress
@@ -97,6 +98,7 @@ def start_actors(
     resolved output directory), so a multi-node run shows which node ran what.
     """
     started = time.perf_counter()
+    progress.watch(start_progress_board())  # first: every actor looks it up by name when it starts counting
     placement = JobPlacement.create(spec)
     try:
         if not placement.wait_until_placed(spec.placement.timeout_seconds, stopping=lambda: stop.requested):

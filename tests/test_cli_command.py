@@ -1,4 +1,4 @@
-"""The `hintflow` command (jobs/cli.py) and the spec reference (jobs/spec_reference.py, docs/spec-reference.md).
+"""The `hintflow` command (jobs/cli.py) and the spec reference (jobs/spec_reference.py, docs/spec.md).
 
 Every dispatch is checked against a recording stand-in for the target's main, so nothing here
 starts Ray, vLLM or DeepSpeed; the whole file runs in a few seconds.
@@ -187,13 +187,13 @@ def test_an_unknown_field_is_one_line_with_a_suggestion(capsys, asked, meant):
     assert captured.err.count("\n") == 1 and f"did you mean {meant}?" in captured.err and repr(asked) in captured.err
 
 
-# docs/spec-reference.md
+# docs/spec.md
 
 
 def test_the_committed_reference_is_what_the_schema_gives_now():
-    assert spec_reference.DOC_PATH == REPO / "docs" / "spec-reference.md"
+    assert spec_reference.DOC_PATH == REPO / "docs" / "spec.md"
     assert spec_reference.DOC_PATH.read_text() == spec_reference.markdown(), (
-        f"docs/spec-reference.md is stale; regenerate it: .venv/bin/{spec_reference.REGENERATE}")
+        f"docs/spec.md is stale; regenerate it: .venv/bin/{spec_reference.REGENERATE}")
     assert spec_reference.main(["--check"]) == 0
 
 

@@ -21,6 +21,8 @@ mean and p99 say whether that is one token or many.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from actors.training.batching import collate_samples, response_stats
@@ -91,9 +93,10 @@ class CLLScorer:
         self.model.load_state_dict(state_dict, strict=True)
 
     @torch.no_grad()
-    def score(self, samples: list[Sample]) -> list[float]:
+    def score(self, samples: list[Sample], on_batch: Callable[[int, int], None] | None = None) -> list[float]:
         """Fill `token_cll`, `cll` and `sequence_logp` of each sample; return the per-token |engine − replica|
-        log-prob gaps of the samples that carry the engine's log-probs."""
+        log-prob gaps of the samples that carry the engine's log-probs. `on_batch(samples, tokens)` hears of
+        each scored batch (the job's progress lines)."""
         gaps: list[float] = []
         # Length-sorted batches waste less compute on padding.
         order = sorted(range(len(samples)), key=lambda i: samples[i].num_tokens)
@@ -110,4 +113,6 @@ class CLLScorer:
                     replica = stats.logprobs[row][valid]
                     engine = torch.tensor(sample.engine_logprobs, dtype=replica.dtype, device=replica.device)
                     gaps.extend((engine - replica).abs().tolist())
+            if on_batch:
+                on_batch(len(batch_samples), batch.real_tokens)
         return gaps

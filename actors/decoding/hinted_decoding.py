@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -217,11 +218,13 @@ def hinted_decode(
     pad_id: int,
     batch_size: int = 16,
     record: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[HintedResult]:
     """Decode every request with Hinted Decoding; results in request order.
 
     Up to `batch_size` requests decode together. A request's result depends only
-    on its own contexts and seed, not on its batch or position in it.
+    on its own contexts and seed, not on its batch or position in it. `on_batch(requests, tokens)`
+    hears of each finished batch (the job's progress lines).
     """
     if sampling.max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {sampling.max_new_tokens}")
@@ -239,6 +242,8 @@ def hinted_decode(
         decoded = _decode_batch(model, tokenizer, [requests[i] for i in chunk], sampling, eos_ids, pad_id, record)
         for i, result in zip(chunk, decoded):
             results[i] = result
+        if on_batch:
+            on_batch(len(decoded), sum(len(r.token_ids) for r in decoded))
     return results
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from jobs.core.checkpoints import MERGED, is_adapter_checkpoint
 
-HEARTBEAT_S = 10.0  # a phase running longer than this gets a line every this many seconds
+# A phase running longer than this gets a line every this many seconds (the tests shorten it).
+HEARTBEAT_S = float(os.environ.get("HINTFLOW_HEARTBEAT_S", "10"))
 
 # (metric, header, format): the columns of the summary and the progress line, shown when a run has them.
 COLUMNS = [
@@ -42,9 +44,11 @@ class Progress:
     """The job's lines on the terminal, and a heartbeat inside long phases.
 
     When a phase of an iteration (generating, scoring, training, syncing) runs past `heartbeat_s`,
-    a line every `heartbeat_s` says which phase, how long it has run, and how long the same phase
-    took the iteration before (the estimate of what is left). The actors are not asked: the line
-    comes from the driver's own clock, so it can say neither samples done nor tokens per second.
+    a line every `heartbeat_s` says which phase and how long it has run. For a phase that waits on
+    a role that counts its work (`counts`: "rollout", "reward", "learner"), the line adds what that
+    role's actors have finished out of the total, tokens per second and the time left at that rate,
+    read from the job's progress board (actors/progress_board.py, given by `watch`). Otherwise, or
+    before anything is counted, it says how long the same phase took the iteration before.
     `quiet` keeps only what the job prints at its end (the summary) and its errors.
     """
 
@@ -54,8 +58,10 @@ class Progress:
         self.quiet = quiet
         self.heartbeat_s = heartbeat_s
         self.started = time.perf_counter()
+        self.board = None
         self._lock = threading.Lock()
         self._phase: tuple[str, float] | None = None  # (phase, its start) while one runs
+        self._counts: tuple[str, str] | None = None  # (role, unit) the running phase waits on
         self._last_line = 0.0
         self._took: dict[str, float] = {}  # phase (digits dropped) -> seconds it took last time
         self._watcher: threading.Thread | None = None
@@ -70,12 +76,26 @@ class Progress:
     def note(self, text: str) -> None:
         self._print(f"[hintflow {time.perf_counter() - self.started:6.1f}s] {text}")
 
-    def begin(self, iteration: int, phase: str) -> None:
-        self.iteration = iteration
-        self.step(phase)
+    def watch(self, board) -> None:
+        """Read the actors' counts from this progress board (a Ray actor handle) in heartbeat lines."""
+        self.board = board
 
-    def step(self, phase: str) -> None:
+    def begin(self, iteration: int, phase: str, counts: str | None = None, unit: str = "samples") -> None:
+        self.iteration = iteration
+        self.step(phase, counts, unit)
+
+    def step(self, phase: str, counts: str | None = None, unit: str = "samples") -> None:
+        """`counts`: the role whose actors count this phase's work (in `unit`s), if any."""
         self._enter(phase)
+        self._counts = None
+        if counts and self.board is not None and not self.quiet:
+            import ray
+
+            try:  # waited for: a count the role sends for this phase must not reach the board before it
+                ray.get(self.board.open.remote(counts), timeout=10)
+                self._counts = (counts, unit)
+            except Exception:  # a board that does not answer costs the counts, never the job
+                self.board = None
         self.note(f"{self._where()}: {phase}")
 
     def _where(self) -> str:
@@ -114,11 +134,31 @@ class Progress:
             if running is None or now - running[1] < self.heartbeat_s or now - last < self.heartbeat_s:
                 continue
             phase, since = running
+            counted = self._counted(now - since)
             before = self._took.get(self._kind(phase))
             estimate = "" if before is None else (
                 f"; it took {before:.0f}s last iteration" + (f", ~{before - (now - since):.0f}s left"
-                                                             if before > now - since else ""))
-            self.note(f"{self._where()}: still {phase.split(',')[0]} ({now - since:.0f}s{estimate})")
+                                                             if before > now - since and "left" not in counted else ""))
+            self.note(f"{self._where()}: still {phase.split(',')[0]} ({now - since:.0f}s{counted}{estimate})")
+
+    def _counted(self, elapsed: float) -> str:
+        """"; 40/64 samples, 812 tok/s, ~15s left" from the board, or "" when nothing is counted yet."""
+        counts, board = self._counts, self.board
+        if counts is None or board is None:
+            return ""
+        import ray
+
+        try:
+            got = ray.get(board.read.remote(counts[0]), timeout=2)
+        except Exception:
+            return ""
+        if not got or not got["total"]:
+            return ""
+        done, total = got["done"], got["total"]
+        text = f"; {done}/{total} {counts[1]}, {got['tokens'] / max(elapsed, 1e-9):.0f} tok/s"
+        if 0 < done < total:
+            text += f", ~{elapsed * (total - done) / done:.0f}s left"
+        return text
 
 
 def eval_change(evals: list[dict]) -> str:
