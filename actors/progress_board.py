@@ -136,5 +136,9 @@ class EngineBar:
 
 
 def engine_bar(counter: PhaseCounter):
-    """`use_tqdm=` for LLM.generate: finished requests and their tokens go to `counter`."""
-    return lambda *args, **kwargs: EngineBar(counter)
+    """`use_tqdm=` for LLM.generate: finished requests and their tokens go to `counter`. vLLM also hands
+    the factory an iterable to wrap (its prompt rendering); that passes through uncounted."""
+    def make(iterable=None, **kwargs):
+        return iterable if iterable is not None else EngineBar(counter)
+
+    return make

@@ -15,6 +15,8 @@ import math
 import random
 from statistics import mean, stdev
 
+from jobs.score import auroc  # one rank formula, for the study and for hintflow score
+
 Z95 = 1.959964
 # Two-sided 97.5% quantiles of Student's t for 1..10 degrees of freedom.
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -50,23 +52,6 @@ def paired_bootstrap(differences: list[float], resamples: int = BOOTSTRAP_RESAMP
     n = len(differences)
     means = sorted(sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
     return mean(differences), means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
-
-
-def auroc(positives: list[float], negatives: list[float]) -> float:
-    """P(score of a random positive > score of a random negative), ties counting one half."""
-    if not positives or not negatives:
-        raise ValueError("auroc needs both groups")
-    ranked = sorted([(s, 1) for s in positives] + [(s, 0) for s in negatives])
-    rank_sum, i = 0.0, 0
-    while i < len(ranked):  # average ranks over ties
-        j = i
-        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
-            j += 1
-        average_rank = (i + 1 + j) / 2
-        rank_sum += average_rank * sum(label for _, label in ranked[i:j])
-        i = j
-    n_pos, n_neg = len(positives), len(negatives)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def auroc_interval(positives: list[float], negatives: list[float], resamples: int = 500,

@@ -12,7 +12,9 @@ batched, on CPU or GPU. Writes to --out:
     scores.jsonl       one line per input row, by its index: mean CLL, min CLL, the share of tokens below
                        -1 and the token count; or the reason the row could not be scored
     cll-histogram.png  the examples' mean CLL
-    summary.md         quantiles, the 10 lowest and the 10 highest examples (shortened), the rows skipped
+    summary.md         quantiles, the 10 lowest and the 10 highest examples (shortened), the rows skipped;
+                       with --group-column COL, the same by the column's values, and for two values the
+                       AUROC: how often a row of the higher group outscores a row of the other
     kept.<ext>         with --keep-above X (mean CLL >= X) or --keep-fraction F (the top F by mean CLL):
                        the kept rows in the input's format (.jsonl, .json, .parquet; other sources: .jsonl)
 
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.core.data import indexed_rows, render_prompt, response_token_ids
-from jobs.core.data_sources import response_text
+from jobs.core.data_sources import column_value, response_text
 from jobs.core.errors import DataError, HintflowError
 from jobs.core.records import Sample
 from jobs.core.spec import DataSpec
@@ -47,13 +49,43 @@ class Scored:
     sample: Sample | None = None  # None: skipped, for `reason`
     reason: str | None = None
     token_cll: list[float] | None = None
+    group: str | None = None  # the row's --group-column value
 
     def record(self) -> dict:
+        grouped = {} if self.group is None else {"group": self.group}
         if self.token_cll is None:
-            return {"index": self.index, "error": self.reason}
+            return {"index": self.index, "error": self.reason, **grouped}
         cll = self.token_cll
         return {"index": self.index, "mean_cll": statistics.fmean(cll), "min_cll": min(cll),
-                "frac_below_minus1": sum(phi < -1.0 for phi in cll) / len(cll), "tokens": len(cll)}
+                "frac_below_minus1": sum(phi < -1.0 for phi in cll) / len(cll), "tokens": len(cll), **grouped}
+
+
+def auroc(positives: list[float], negatives: list[float]) -> float:
+    """P(score of a random positive > score of a random negative), ties counting one half (by ranks)."""
+    if not positives or not negatives:
+        raise ValueError("auroc needs both groups")
+    ranked = sorted([(s, 1) for s in positives] + [(s, 0) for s in negatives])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):  # average ranks over ties
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        rank_sum += (i + 1 + j) / 2 * sum(label for _, label in ranked[i:j])
+        i = j
+    n_pos, n_neg = len(positives), len(negatives)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def group_separation(records: list[dict]) -> tuple[str, str, float] | None:
+    """(higher group, lower group, AUROC of the higher over the lower) when the scored rows fall in two groups."""
+    groups: dict[str, list[float]] = {}
+    for r in records:
+        if "mean_cll" in r and "group" in r:
+            groups.setdefault(r["group"], []).append(r["mean_cll"])
+    if len(groups) != 2:
+        return None
+    low, high = sorted(groups, key=lambda g: (statistics.median(groups[g]), g))
+    return high, low, auroc(groups[high], groups[low])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -76,6 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--group-column", help="compare the rows by this column's values (e.g. where each "
+                        "response came from); two values get an AUROC")
     keep = parser.add_mutually_exclusive_group()
     keep.add_argument("--keep-above", type=float, metavar="X", help="write the rows whose mean CLL is at least X")
     keep.add_argument("--keep-fraction", type=float, metavar="F", help="write the top F (0-1] of rows by mean CLL")
@@ -163,11 +197,30 @@ def summary_md(args, records: list[dict], scored: list[Scored]) -> str:
                   f"{cell(by_index[r['index']].sample.prompt)} | {cell(by_index[r['index']].sample.response)} |"
                   for r in chosen]
         lines.append("")
+    if args.group_column:
+        lines += by_group(args.group_column, good)
     skipped = [r for r in records if "error" in r]
     lines += [f"## Rows not scored: {len(skipped)}", ""] + [f"- {shorten(r['error'])}" for r in skipped[:20]]
     if len(skipped) > 20:
         lines.append(f"- … {len(skipped) - 20} more (scores.jsonl has every one)")
     return "\n".join(lines) + "\n"
+
+
+def by_group(column: str, good: list[dict]) -> list[str]:
+    groups: dict[str, list[float]] = {}
+    for r in good:
+        groups.setdefault(r["group"], []).append(r["mean_cll"])
+    lines = [f"## By `{column}`", "", "| value | rows | mean CLL | median | 5% | 95% |", "|---|---|---|---|---|---|"]
+    for name, means in sorted(groups.items(), key=lambda item: -statistics.median(item[1])):
+        cuts = statistics.quantiles(means, n=20, method="inclusive") if len(means) > 1 else means * 19
+        lines.append(f"| {cell(name)} | {len(means)} | {statistics.fmean(means):+.3f} | "
+                     f"{statistics.median(means):+.3f} | {cuts[0]:+.3f} | {cuts[18]:+.3f} |")
+    separation = group_separation(good)
+    if separation:
+        high, low, area = separation
+        lines += ["", f"AUROC {area:.3f}: a random `{cell(high)}` row's mean CLL is above a random "
+                  f"`{cell(low)}` row's that often (0.5: the CLL cannot tell the two apart)."]
+    return lines + [""]
 
 
 def histogram(records: list[dict], path: Path) -> None:
@@ -224,6 +277,10 @@ def main(argv=None) -> int:
                         solution_column=args.response_column, system_prompt=args.system_prompt,
                         chat_template=args.chat_template, shuffle=False, max_prompts=args.max_rows)
         scored = examples(data, tokenizer, args.max_model_len)
+        if args.group_column:
+            for item in scored:
+                value = column_value(item.row, args.group_column)
+                item.group = "(none)" if value is None else str(value)
         if not any(s.sample for s in scored):
             first = next((s.reason for s in scored), "no rows")
             raise DataError(f"--data {args.data}: none of its {len(scored)} row(s) can be scored; the first: {first}")
@@ -240,8 +297,10 @@ def main(argv=None) -> int:
     (out / "summary.md").write_text(summary_md(args, records, scored))
     kept = write_kept(args, records, scored, out) if (args.keep_above is not None or args.keep_fraction) else None
     skipped = sum("error" in r for r in records)
+    separation = group_separation(records)
     print(f"hintflow score: {len(records) - skipped} scored, {skipped} skipped; {out / 'scores.jsonl'}, "
-          f"{out / 'summary.md'}, {out / 'cll-histogram.png'}" + (f", {kept}" if kept else ""))
+          f"{out / 'summary.md'}, {out / 'cll-histogram.png'}" + (f", {kept}" if kept else "")
+          + (f"; AUROC {separation[0]} over {separation[1]}: {separation[2]:.3f}" if separation else ""))
     return 0
 
 

@@ -72,6 +72,8 @@ def test_the_engine_bar_counts_what_vllms_offline_loop_tells_a_tqdm_bar():
     # The calls vllm.entrypoints.common.offline._run_engine makes on the bar `use_tqdm` builds, in its order.
     counter = PhaseCounter("rollout", 6)  # no board outside a job: it only counts
     assert counter.board is None
+    prompts = ["a", "b", "c"]
+    assert engine_bar(counter)(prompts, desc="Rendering prompts") is prompts  # its prompt loop passes through
     bar = engine_bar(counter)(total=3, desc="Processed prompts", dynamic_ncols=True, postfix="est. speed ...")
     finished_tokens = 0
     for n, tokens in [(2, 37), (2, 51), (2, 12)]:  # three requests of n=2 samples finish, one by one

@@ -79,6 +79,7 @@ def test_a_file_with_no_row_to_score_fails_in_one_line(tiny_model, tmp_path):
 
 
 def auroc(positives: list[float], negatives: list[float]) -> float:
+    """Every pair counted: the oracle for jobs.score.auroc's rank formula."""
     pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
     return sum(pairs) / len(pairs)
 
@@ -112,7 +113,7 @@ def test_the_models_own_samples_rank_above_reference_solutions_it_never_wrote(ti
     rows = own + references
     write_jsonl(tmp_path / "mixed.jsonl", rows)
     result = score("--model", str(model_dir), "--data", str(tmp_path / "mixed.jsonl"), "--out", str(tmp_path / "o"),
-                   "--workers", "2", "--cpus-per-worker", "0.5")
+                   "--workers", "2", "--cpus-per-worker", "0.5", "--group-column", "own")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = read_jsonl(tmp_path / "o" / "scores.jsonl")
     mine = [r["mean_cll"] for r in records if "mean_cll" in r and rows[r["index"]]["own"]]
@@ -123,3 +124,24 @@ def test_the_models_own_samples_rank_above_reference_solutions_it_never_wrote(ti
     print(f"AUROC own samples over references: {area:.3f} ({len(mine)} vs {len(theirs)})")
     assert len(mine) > 30 and area > 0.5 + 3 * null_error, (area, null_error, statistics.fmean(mine),
                                                             statistics.fmean(theirs))
+    # What the command itself reports with --group-column, against this file's pairwise count.
+    assert f"AUROC True over False: {area:.3f}" in result.stdout, result.stdout[-500:]
+    summary = (tmp_path / "o" / "summary.md").read_text()
+    assert f"AUROC {area:.3f}: a random `True` row's mean CLL is above a random `False` row's" in summary
+    assert f"| True | {len(mine)} | {statistics.fmean(mine):+.3f} |" in summary
+
+
+def test_the_rank_auroc_matches_counting_every_pair():
+    import random
+
+    from jobs.score import auroc as rank_auroc, group_separation
+
+    rng = random.Random(3)
+    for _ in range(20):
+        a = [round(rng.gauss(0.3, 1), 1) for _ in range(rng.randint(1, 30))]  # rounded: ties happen
+        b = [round(rng.gauss(0.0, 1), 1) for _ in range(rng.randint(1, 30))]
+        assert abs(rank_auroc(a, b) - auroc(a, b)) < 1e-12
+    records = [{"mean_cll": 1.0, "group": "own"}, {"mean_cll": -1.0, "group": "ref"}, {"mean_cll": 0.5, "group": "ref"},
+               {"index": 3, "error": "empty response", "group": "own"}]
+    assert group_separation(records) == ("own", "ref", 1.0)
+    assert group_separation(records[:1]) is None
