@@ -140,12 +140,16 @@ class JobRun:
             periods.pop(max(periods))
         return periods
 
+    def samples_per_s_by_iteration(self) -> dict[int, float]:
+        """Iteration -> samples over its loop period seen from outside (the iterations loop_periods keeps)."""
+        by_iteration = {r["iteration"]: r for r in self.rows}
+        return {i: by_iteration[i].get("samples", 0) / p for i, p in self.loop_periods().items()
+                if p > 0 and i in by_iteration}
+
     def samples_per_s(self) -> dict:
         """Loop throughput two ways: samples / iteration_seconds (the job's clock) and / the loop period (outside)."""
-        by_iteration = {r["iteration"]: r for r in self.rows}
-        outside = [by_iteration[i].get("samples", 0) / p for i, p in self.loop_periods().items() if p > 0 and i in by_iteration]
         inside = [r.get("samples", 0) / r["iteration_seconds"] for r in self.steady_rows() if r.get("iteration_seconds")]
-        return {"outside_clock": median(outside), "iteration_seconds": median(inside)}
+        return {"outside_clock": median(self.samples_per_s_by_iteration().values()), "iteration_seconds": median(inside)}
 
     def placement(self) -> dict:
         path = self.out_dir / "placement.json"
@@ -311,12 +315,14 @@ def run_script(script: str, args: list[str], env: dict | None = None, timeout: f
 # few iterations: iteration 0 carries first-call warm-up and the last one the final checkpoint.
 # Baselines time at most `baseline_iterations` of a job's iterations (None: all), each `repeats` times;
 # `thread_diagnostics` adds 1 thread and every core beside the in-job actor's thread count.
-QUICK = {"iterations": 5, "prompts": 16, "samples_per_prompt": 4, "max_new_tokens": 64, "scaling_iterations": 4,
-         "repeats": 3, "baseline_iterations": 2, "thread_diagnostics": False, "dpo_iterations": 3,
-         "quickstart_iterations": 3, "smollm2_iterations": 2}
+# Iteration counts give every tiny-model figure 3 repeats or more (bench/results.py); each of time to first
+# iteration's `start_repeats` (a quickstart start and its actors alone) costs about a minute on 2 cores.
+QUICK = {"iterations": 5, "prompts": 16, "samples_per_prompt": 4, "max_new_tokens": 64, "scaling_iterations": 5,
+         "repeats": 3, "baseline_iterations": 2, "thread_diagnostics": False, "dpo_iterations": 4,
+         "quickstart_iterations": 4, "smollm2_iterations": 2, "start_repeats": 3}
 FULL = {"iterations": 8, "prompts": 32, "samples_per_prompt": 4, "max_new_tokens": 64, "scaling_iterations": 6,
         "repeats": 5, "baseline_iterations": None, "thread_diagnostics": True, "dpo_iterations": 6,
-        "quickstart_iterations": 3, "smollm2_iterations": 3}
+        "quickstart_iterations": 4, "smollm2_iterations": 3, "start_repeats": 5}
 
 
 class Bench:

@@ -1,14 +1,22 @@
 """The figures' common shape, bench/results.json, the printed table, and the command line of every bench module.
 
-Every figure is a dict: `ratio` (the number the issue asks for, from medians; None when it could
-not be measured), `target` (e.g. ">= 0.90"), `met`, `raw` (the numbers the ratio came from),
-`notes` (what to know when reading it, e.g. a skipped setting), `headline` (one line for the
-table), `seconds` (time spent measuring it) and `run` (quick or full, when, which commit, the
-machine's load). The four comparisons against a standalone baseline also hold
-`ratio_best_of_repeats` / `met_best_of_repeats`: the best iteration of the job over the best
-repeat of the baseline, which other processes on a shared machine disturb far less than the
-medians (docs/benchmarks.md). A figure whose measurement failed keeps the same keys, with
-`error` saying why.
+Every figure is a dict:
+
+- `repeats`: the figure's value once per repeat, in order (what a repeat is, each figure module's
+  docstring says: e.g. a job iteration paired with a repeat of its standalone baseline, or one
+  start of a job paired with one start of its actors alone);
+- `median`, `min`, `max`, `n`: those repeats' median, range and count (`spread`, the one place
+  that computes them); `ratio` is the same median, kept under its old key for older readers;
+- `target` (e.g. ">= 0.90") and `met`, judged on the median;
+- `raw` (the numbers the repeats came from), `notes` (what to know when reading it, e.g. a skipped
+  setting, or fewer than 3 repeats), `headline` (one line for the table), `seconds` (time spent
+  measuring it) and `run` (quick or full, when, which commit, the machine's load).
+
+The comparisons against a standalone baseline also hold `ratio_best_of_repeats` /
+`met_best_of_repeats`: the best iteration of the job over the best repeat of the baseline, which
+other processes on a shared machine disturb far less than the medians (docs/benchmarks.md).
+A figure whose measurement failed keeps the same keys, with `error` saying why. Results written
+before repeats were kept have no `repeats`: the tables show them as a single reading.
 """
 
 from __future__ import annotations
@@ -18,13 +26,14 @@ import json
 import os
 import sys
 import platform
+import statistics
 import subprocess
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
-from bench.job_runs import DEFAULT_WORKDIR, REPO, Bench, machine_cores
+from bench.job_runs import DEFAULT_WORKDIR, REPO, Bench, machine_cores, ratio
 
 RESULTS_PATH = REPO / "bench" / "results.json"
 
@@ -43,12 +52,51 @@ def met(value: float | None, target: str) -> bool | None:
     return None
 
 
-def figure(ratio: float | None, target: str, raw: dict, notes: list[str] | None = None,
+FEW_REPEATS = 3  # below this a [min–max] says little, so the figure's notes say how few there were
+VERDICTS = {True: "yes", False: "**no**", None: "-"}
+
+
+def spread(values: Iterable[float | None]) -> dict:
+    """`median`, `min`, `max`, `n` and `repeats` of per-repeat values, each rounded to 4 decimals as the ratios always
+    were. A repeat that could not be measured (None) is left out of all of them, so n counts what the median is over."""
+    kept = [float(v) for v in values if v is not None]
+    if not kept:
+        return {"median": None, "min": None, "max": None, "n": 0, "repeats": []}
+    return {"median": round(statistics.median(kept), 4), "min": round(min(kept), 4), "max": round(max(kept), 4),
+            "n": len(kept), "repeats": [round(v, 4) for v in kept]}
+
+
+def paired(numerators: Sequence[float | None], denominators: Sequence[float | None]) -> list[float | None]:
+    """One ratio per pair, k-th over k-th, as many as the shorter side has (a job's steady iterations over a baseline's
+    repeats, each side in the order it ran). Pairing rather than crossing every iteration with every repeat keeps n
+    at the number of independent readings of the scarcer side."""
+    return [ratio(a, b) for a, b in zip(numerators, denominators)]
+
+
+def repeat_seconds(per_iteration: dict, key: str) -> list[float]:
+    """A baseline's seconds in each of its repeats, summed over the iterations it timed. The shape is
+    bench/standalone_vllm.py's and standalone_learner.py's: iteration -> {"tokens": n, key: [seconds per repeat]}."""
+    timed = [entry[key] for entry in per_iteration.values() if entry.get(key)]
+    return [sum(times[r] for times in timed) for r in range(min(map(len, timed)))] if timed else []
+
+
+def repeat_rates(per_iteration: dict, key: str) -> list[float | None]:
+    """A baseline's tokens/s in each of its repeats: every timed iteration's tokens over that repeat's seconds."""
+    tokens = sum(entry["tokens"] for entry in per_iteration.values() if entry.get(key))
+    return [ratio(tokens, seconds) for seconds in repeat_seconds(per_iteration, key)]
+
+
+def figure(repeats: Iterable[float | None], target: str, raw: dict, notes: list[str] | None = None,
            best_of: float | None = None, **extra) -> dict:
-    """`best_of`: for comparisons against a standalone baseline, the same ratio from the best iteration of the job
-    over the best repeat of the baseline (a second reading, steadier when other work shares the cores)."""
-    result = {"ratio": None if ratio is None else round(ratio, 4), "target": target, "met": met(ratio, target),
-              "raw": raw, "notes": notes or [], **extra}
+    """`repeats`: the figure's value once per repeat, in order; the figure is their median, judged against `target`.
+    `best_of`: for comparisons against a standalone baseline, the ratio of the best iteration of the job over the
+    best repeat of the baseline (a second reading, steadier when other work shares the cores)."""
+    numbers = spread(repeats)
+    notes = list(notes or [])
+    if 0 < numbers["n"] < FEW_REPEATS:
+        notes.append(f"n = {numbers['n']}: fewer than {FEW_REPEATS} repeats, so the range says little")
+    result = {"ratio": numbers["median"], **numbers, "target": target, "met": met(numbers["median"], target),
+              "raw": raw, "notes": notes, **extra}
     if best_of is not None:
         result["ratio_best_of_repeats"] = round(best_of, 4)
         result["met_best_of_repeats"] = met(best_of, target)
@@ -56,7 +104,32 @@ def figure(ratio: float | None, target: str, raw: dict, notes: list[str] | None 
 
 
 def failed(target: str, error: str) -> dict:
-    return {"ratio": None, "target": target, "met": None, "raw": {}, "notes": [], "error": error}
+    return {"ratio": None, **spread([]), "target": target, "met": None, "raw": {}, "notes": [], "error": error}
+
+
+def reading(numbers: dict, target: str, digits: int = 3) -> dict:
+    """What a table shows of a figure, or of any dict with spread's keys: `value` (the median), `spread` (its
+    [min–max], or "single reading" for a dict without `repeats`, written before repeats were kept, whose `ratio`
+    is shown instead), `n`, `met` (on the median) and `misses` (how many repeats miss the target)."""
+    if "repeats" not in numbers:
+        value = numbers.get("ratio")
+        return {"value": "not measured" if value is None else f"{value:.{digits}g}",
+                "spread": "" if value is None else " (single reading)", "n": "-", "met": met(value, target), "misses": 0}
+    value, n = numbers["median"], numbers["n"]
+    return {"value": "not measured" if value is None else f"{value:.{digits}g}",
+            "spread": f" [{numbers['min']:.{digits}g}–{numbers['max']:.{digits}g}]" if n > 1 else "",
+            "n": str(n), "met": met(value, target),
+            "misses": sum(met(v, target) is False for v in numbers["repeats"]) if n > 1 else 0}
+
+
+def markdown_cells(numbers: dict, target: str, digits: int = 3) -> tuple[str, str, str]:
+    """(value, n, met) cells: a median that misses its target in bold, and how many repeats miss when some do."""
+    shown = reading(numbers, target, digits)
+    value = f"**{shown['value']}**" if shown["met"] is False else shown["value"]
+    verdict = VERDICTS[shown["met"]]
+    if shown["misses"] and shown["met"] is not None:
+        verdict += f" ({shown['misses']} of {shown['n']} repeats miss)"
+    return value + shown["spread"], shown["n"], verdict
 
 
 def run_info(bench: Bench) -> dict:
@@ -75,6 +148,8 @@ def run_info(bench: Bench) -> dict:
         "machine": f"{platform.machine()}, {machine_cores()} cores, "
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, no GPU",
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "command": " ".join(["python", "-m", "bench" if Path(sys.argv[0]).stem == "__main__"
+                             else f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
     }
 
 
@@ -83,17 +158,19 @@ def measure_all(bench: Bench, measures: dict[str, tuple[str, Callable[[Bench], d
     results = {}
     for name, (target, measure) in measures.items():
         bench.log(f"[bench] {name}")
-        started = time.perf_counter()
+        started, load_before = time.perf_counter(), round(os.getloadavg()[0], 2)
         try:
             result = measure(bench)
         except Exception as exc:
             bench.log(traceback.format_exc())
             result = failed(target, f"{type(exc).__name__}: {exc}")
         result["seconds"] = round(time.perf_counter() - started, 1)
-        result["run"] = {**run_info(bench), "threads": bench.thread_note or "as the job picks them"}
+        # Load before and after: other work on the machine while it measured shows in the pair.
+        result["run"] = {**run_info(bench), "load_average_1m_before": load_before,
+                         "threads": bench.thread_note or "as the job picks them"}
         results[name] = result
-        bench.log(f"[bench] {name}: ratio {result['ratio']} (target {result['target']}, met {result['met']}) "
-                  f"in {result['seconds']}s")
+        bench.log(f"[bench] {name}: median {result['ratio']} [{result.get('min')}-{result.get('max')}], "
+                  f"n {result.get('n')} (target {result['target']}, met {result['met']}) in {result['seconds']}s")
     return results
 
 
@@ -105,13 +182,14 @@ def write(results: dict[str, dict], path: Path = RESULTS_PATH) -> None:
 
 
 def table(results: dict[str, dict]) -> str:
-    lines = [f"{'figure':<26}{'ratio':>9}{'best-of':>9}  {'target':<10}{'met':<5}note"]
+    lines = [f"{'figure':<26}{'median [min-max]':<26}{'n':>3}{'best-of':>9}  {'target':<10}{'met':<8}note"]
     for name, result in results.items():
-        value = "-" if result.get("ratio") is None else f"{result['ratio']:.3f}"
+        shown = reading(result, result["target"])
+        value = (shown["value"] + shown["spread"]).replace("–", "-")
         best = "" if result.get("ratio_best_of_repeats") is None else f"{result['ratio_best_of_repeats']:.3f}"
-        verdict = {True: "yes", False: "NO", None: "-"}[result.get("met")]
+        verdict = {True: "yes", False: "MISSED", None: "-"}[shown["met"]]
         note = result.get("error", "").splitlines()[0][:70] if result.get("error") else result.get("headline", "")
-        lines.append(f"{name:<26}{value:>9}{best:>9}  {result['target']:<10}{verdict:<5}{note}")
+        lines.append(f"{name:<26}{value:<26}{shown['n']:>3}{best:>9}  {result['target']:<10}{verdict:<8}{note}")
     return "\n".join(lines)
 
 
@@ -144,13 +222,12 @@ def main_for(name: str, target: str, measure: Callable[[Bench], dict], descripti
 
 def markdown(results: dict[str, dict]) -> str:
     """The figures as the markdown table of docs/benchmarks.md."""
-    lines = ["| figure | ratio (median) | met | ratio (best of repeats) | met | target | numbers |",
-             "|---|---|---|---|---|---|---|"]
-    verdicts = {True: "yes", False: "**no**", None: "-"}
+    lines = ["| figure | median [min–max] | n | met (on the median) | best of repeats | met | target | numbers |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
-        value = "not measured" if result.get("ratio") is None else f"{result['ratio']:.3g}"
+        value, n, verdict = markdown_cells(result, result["target"])
         best = "-" if result.get("ratio_best_of_repeats") is None else f"{result['ratio_best_of_repeats']:.3g}"
         source = result.get("error", "").splitlines()[0] if result.get("error") else result.get("headline", "")
-        lines.append(f"| {name} | {value} | {verdicts[result.get('met')]} | {best} | "
-                     f"{verdicts[result.get('met_best_of_repeats')]} | {result['target']} | {source} |")
+        lines.append(f"| {name} | {value} | {n} | {verdict} | {best} | "
+                     f"{VERDICTS[result.get('met_best_of_repeats')]} | {result['target']} | {source} |")
     return "\n".join(lines)

@@ -18,6 +18,11 @@ Quick grid (to fit the 10-minute budget): (workers, ranks) = (1, 1), (2, 1), (1,
 and (2, 1) on two nodes. Full: workers 1/2/4 x ranks 1/2 on one node, and (2, 1), (2, 2), (4, 2)
 on two nodes. The figure's "ratio" is the best one-node point's samples/s over the 1-worker,
 1-rank point's; there is no target beyond the table and its explanation.
+
+Repeats: one per iteration both points have a loop period for, the best point's samples/s over
+the 1-worker, 1-rank point's at the same iteration (--quick: iterations 1..3, n = 3; full:
+n = 4, the scaling jobs' 6 iterations). When the 1-worker, 1-rank point is the best, every
+repeat is 1.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import sys
 
 from bench.job_runs import Bench, JobRun, machine_cores, ratio
 from bench.local_cluster import local_cluster
-from bench.results import figure, main_for
+from bench.results import figure, main_for, paired
 
 NAME, TARGET = "scaling", "table"
 
@@ -42,6 +47,7 @@ def point(run: JobRun, nodes: int) -> dict:
         "ranks": run.spec_value("learner.ranks"),
         "samples_per_s": rates["outside_clock"],
         "samples_per_s_by_iteration_seconds": rates["iteration_seconds"],
+        "samples_per_s_by_iteration": run.samples_per_s_by_iteration(),
         "gen_tokens_per_s": run.median("gen_tokens_per_s"),
         "train_tokens_per_s": run.median("train_tokens_per_s"),
         "generate_seconds": run.median("generate_seconds"),
@@ -91,11 +97,14 @@ def measure(bench: Bench) -> dict:
         if p["nodes"] > 1 and p.get("samples_per_s") and (p["workers"], p["ranks"]) in same:
             raw[f"two_nodes_over_one_w{p['workers']}_r{p['ranks']}"] = ratio(
                 p["samples_per_s"], same[(p["workers"], p["ranks"])]["samples_per_s"])
-    value = ratio(best["samples_per_s"], base["samples_per_s"]) if best and base else None
+    raw["ratio_of_medians"] = ratio(best["samples_per_s"], base["samples_per_s"]) if best and base else None
+    both = sorted(set(best["samples_per_s_by_iteration"]) & set(base["samples_per_s_by_iteration"])) if best and base else []
+    raw["ratio_per_repeat"] = paired([best["samples_per_s_by_iteration"][i] for i in both],
+                                     [base["samples_per_s_by_iteration"][i] for i in both])
     headline = ", ".join(f"{p['workers']}w{p['ranks']}r{'x2n' if p['nodes'] > 1 else ''}"
                          f"{' job threads' if 'threads_as' in p else ''} "
                          f"{p['samples_per_s']:.1f}" for p in rows if p.get("samples_per_s")) + " samples/s"
-    return figure(value, TARGET, raw, notes, headline=headline)
+    return figure(raw["ratio_per_repeat"], TARGET, raw, notes, headline=headline)
 
 
 def markdown_table(result: dict) -> str:
