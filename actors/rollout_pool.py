@@ -138,6 +138,8 @@ class RolloutPool:
             "hinted_seconds": seconds,
             "hinted_tokens_per_s": tokens / seconds if seconds else 0.0,
             "hinted_lambda_mean": sum(s["hinted_lambda_mean"] * s["hinted_tokens"] for s in stats) / max(1, tokens),
+            **({"hinted_engine_fallbacks": sum(s["hinted_engine_fallbacks"] for s in stats)}
+               if "hinted_engine_fallbacks" in stats[0] else {}),
             "rollout_worker_restarts": self.restarts.total - before,
         }
 

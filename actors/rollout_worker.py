@@ -66,11 +66,17 @@ def sampling_seed(base_seed: int, iteration: int, prompt_index: int) -> int:
 
 
 def engine_logits_processors(spec: JobSpec) -> dict:
-    if spec.rollout.cll_from != "engine":
-        return {}
-    from actors.decoding.engine_entropy import PROCESSOR
+    processors = []
+    if spec.rollout.cll_from == "engine":
+        from actors.decoding.engine_entropy import PROCESSOR
 
-    return {"logits_processors": [PROCESSOR]}
+        processors.append(PROCESSOR)
+    if spec.rollout.mode in ("hinted", "rewrite") and spec.rollout.hinted.backend == "engine":
+        # After the entropy recorder: that one must see the model's own logits, before the mixer masks them.
+        from actors.decoding.engine_hinted import PROCESSOR
+
+        processors.append(PROCESSOR)
+    return {"logits_processors": processors} if processors else {}
 
 
 def entropy_keys(request_key: str, seed: int, samples_per_prompt: int) -> list[str]:
@@ -90,6 +96,7 @@ class RolloutWorker:
         from vllm import LLM
 
         self.spec = spec
+        self.worker_index = worker_index
         engine = spec.rollout.engine
         self.llm = LLM(
             model=model_path,
@@ -255,11 +262,16 @@ class RolloutWorker:
         )
         started = time.perf_counter()
         counter = PhaseCounter("rollout", len(requests))
-        results = hinted_decode(
-            self.scorer.model, tokenizer, requests, sampling,
-            eos_ids={tokenizer.eos_token_id}, pad_id=self.scorer.pad_id, batch_size=hinted.batch_size,
-            on_batch=lambda done, tokens: counter.add(done, tokens),
-        )
+        decoding = dict(eos_ids={tokenizer.eos_token_id}, pad_id=self.scorer.pad_id, batch_size=hinted.batch_size,
+                        on_batch=lambda done, tokens: counter.add(done, tokens))
+        fallbacks = []
+        if hinted.backend == "engine":
+            from actors.decoding.engine_hinted import decode_with_fallback
+
+            results, fallbacks = decode_with_fallback(self.llm, self.scorer.model, tokenizer, requests, sampling,
+                                                      name=f"{iteration}-{self.worker_index}", **decoding)
+        else:
+            results = hinted_decode(self.scorer.model, tokenizer, requests, sampling, **decoding)
         counter.finish()
         decode_seconds = time.perf_counter() - started
         decoded = [s for s in samples if s.dropped is None]
@@ -276,6 +288,7 @@ class RolloutWorker:
             "hinted_seconds": decode_seconds,
             "hinted_tokens": tokens,
             "hinted_lambda_mean": sum(sum(r.lambdas) for r in results) / max(1, tokens),
+            **({"hinted_engine_fallbacks": len(fallbacks)} if hinted.backend == "engine" else {}),
         }
 
     def _analyses(self, jobs: list, iteration: int) -> list[str | None]:

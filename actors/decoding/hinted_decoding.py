@@ -55,6 +55,8 @@ class HintedResult:
     finish_reason: str  # "stop" (eos), "length", or "repetition"
     # Per step [V] renormalised mixed log-probs BEFORE top-p/temperature; only when record=True.
     mixed_logprobs: list[torch.Tensor] | None = None
+    # Per step, that mixture's log-prob of the token drawn: what the engine path (engine_hinted.py) records too.
+    chosen_logprobs: list[float] | None = None
 
 
 @dataclass
@@ -164,7 +166,7 @@ def sample_top_p_temperature(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-class _RowState:
+class RowState:
     """Per-request bookkeeping while its batch decodes."""
 
     def __init__(self, request: HintedRequest, device: torch.device, sampling: HintedSampling, record: bool):
@@ -175,6 +177,7 @@ class _RowState:
         self.switched_at: int | None = None
         self.finish_reason: str | None = None
         self.mixed: list[torch.Tensor] | None = [] if record else None
+        self.chosen: list[float] = []
         self.ngram_counts: Counter = Counter()
         self.sampling = sampling
 
@@ -204,7 +207,7 @@ class _RowState:
                 self.switched_at = step + 1
 
     def result(self) -> HintedResult:
-        return HintedResult(self.tokens, self.lambdas, self.switched_at, self.finish_reason, self.mixed)
+        return HintedResult(self.tokens, self.lambdas, self.switched_at, self.finish_reason, self.mixed, self.chosen)
 
 
 @torch.no_grad()
@@ -252,7 +255,7 @@ def _decode_batch(model, tokenizer, requests, sampling, eos_ids, pad_id, record)
 
     device = next(model.parameters()).device
     n = len(requests)
-    rows = [_RowState(r, device, sampling, record) for r in requests]
+    rows = [RowState(r, device, sampling, record) for r in requests]
 
     # 2n contexts, hint rows first then student rows, left-padded so every
     # row's next-token logits sit in the last column.
@@ -305,9 +308,11 @@ def _decode_batch(model, tokenizer, requests, sampling, eos_ids, pad_id, record)
             probs = top_p_temperature_probs(mixed, sampling.top_p, sampling.temperature)
             drawn = [int(torch.multinomial(probs[j], 1, generator=rows[i].generator)) for j, i in enumerate(alive)]
         next_tokens = []
+        chosen = mixed.gather(-1, torch.tensor(drawn, device=mixed.device).unsqueeze(-1)).squeeze(-1).tolist()
         for j, i in enumerate(alive):
             state = rows[i]
             state.lambdas.append(lam_values[j])
+            state.chosen.append(chosen[j])
             if state.mixed is not None:
                 state.mixed.append(mixed[j].cpu())
             state.append(drawn[j], eos_ids, tokenizer)

@@ -1,6 +1,7 @@
 """vLLM worker extension: takes new weights as bytes (actors/weights/payload.py) or from the
 weight broadcast group (actors/weights/broadcast.py), and hands back the entropies the engine
-recorded while sampling (actors/decoding/engine_entropy.py).
+recorded while sampling (actors/decoding/engine_entropy.py) and the pairs it decoded with
+Hinted Decoding (actors/decoding/engine_hinted.py).
 
 vLLM mixes this class into its worker (`LLM(worker_extension_cls=...)`), so
 `self` is the vLLM worker. Bytes rather than tensors because when the engine
@@ -42,3 +43,8 @@ class WeightReceiver:
         from actors.decoding.engine_entropy import EntropyRecorder
 
         return EntropyRecorder.take(keys)
+
+    def hintflow_take_hinted(self, pairs: list[str]) -> dict[str, dict]:
+        from actors.decoding.engine_hinted import HintedMixer
+
+        return HintedMixer.take(pairs)

@@ -67,6 +67,13 @@ class HintedSpec(Section):
         None, description="Keep a sample only if its plain-prompt avg CLL is at least this (e.g. -0.1); null keeps all."
     )
     batch_size: int = Field(16, ge=1, description="Requests decoded together (each is two streams).")
+    backend: Literal["replica", "engine"] = Field(
+        "replica",
+        description="replica: both streams decode on the rollout worker's transformers copy of the policy. engine: "
+        "each pair is two vLLM requests and a logits processor mixes and draws their one token "
+        "(actors/decoding/engine_hinted.py); a pair the scheduler splits is decoded again on the replica "
+        "(hinted_engine_fallbacks).",
+    )
 
 
 class RolloutSpec(Section):
