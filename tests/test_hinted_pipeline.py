@@ -44,8 +44,10 @@ def test_every_stage_ran_and_is_counted(hinted_run):
 
 
 @pytest.mark.parametrize("iteration", [0, 1])
-def test_rewrites_were_decoded_with_the_weights_the_engines_held(hinted_run, iteration):
-    """Replay Hinted Decoding here, under the weights each iteration should have used.
+@pytest.mark.parametrize("backend", ["engine", "replica"])
+def test_rewrites_were_decoded_with_the_weights_the_engines_held(backend, iteration, request):
+    """Replay Hinted Decoding here (the replica implementation), under the weights each iteration should have used,
+    for a run of each backend (the quickstart's config runs the engine's).
 
     Iteration 1 must have used the weights synced after iteration 0 (checkpoints/iter-0): replaying
     with them reproduces every token, and replaying with the initial weights does not.
@@ -57,8 +59,16 @@ def test_rewrites_were_decoded_with_the_weights_the_engines_held(hinted_run, ite
     from jobs.core.data import load_prompts
     from jobs.core.spec import load_spec
 
-    out, _ = hinted_run
+    out, metrics = request.getfixturevalue("hinted_run" if backend == "engine" else "hinted_replica_run")
     spec = load_spec(out / "spec.yaml")
+    assert spec.rollout.hinted.backend == backend
+    # The engine backend decoded every pair itself (a fallback would have been the replica's work); the replica
+    # backend has no fallbacks to count.
+    fallbacks = [m.get("hinted_engine_fallbacks") for m in metrics]
+    if backend == "engine":  # None: an iteration with every problem solved on the first try hints nothing
+        assert 0 in fallbacks and set(fallbacks) <= {0, None}, fallbacks
+    else:
+        assert set(fallbacks) == {None}, fallbacks
     initial = out / "builtin" / "tiny-llama"
     tokenizer = AutoTokenizer.from_pretrained(initial)
     prompts = {p.index: p for p in load_prompts(spec.data, tokenizer, spec.max_prompt_tokens)[0]}

@@ -77,6 +77,14 @@ class PairState:
                 "chosen_logprobs": list(self.row.chosen), "broken": self.broken}
 
 
+def end_token(state: PairState) -> int:
+    """What a row to be ended must take: the end of sequence; without one, the pair's last draw (the row then
+    runs on to its max_tokens)."""
+    if state.eos_ids:
+        return min(state.eos_ids)
+    return state.row.tokens[-1] if state.row.tokens else 0
+
+
 class HintedMixer(LogitsProcessor):
     # The instances in this process (one per engine); the worker extension reads them.
     instances: list["HintedMixer"] = []
@@ -146,16 +154,20 @@ class HintedMixer(LogitsProcessor):
             else:
                 state.broken = state.broken or f"rows {sorted(roles)} present with {lengths} tokens after {drawn} draws"
                 ending += [(state, index) for index in roles.values()]
+        forced: dict[int, int] = {}  # batch row -> the one token it may take
         for group in (mixing, alone):
             if group:
-                self._draw(logits, group)
-        for state, index in ending:
-            self._force(logits, [index], state, eos=True)
+                forced.update(self._draw(logits, group))
+        forced.update((index, end_token(state)) for state, index in ending)
+        if forced:
+            rows, tokens = torch.tensor(list(forced)), torch.tensor(list(forced.values()))
+            logits[rows] = -math.inf
+            logits[rows, tokens] = 0.0
         return logits
 
-    def _draw(self, logits: torch.Tensor, group: list[tuple[PairState, int | None, int]]) -> None:
+    def _draw(self, logits: torch.Tensor, group: list[tuple[PairState, int | None, int]]) -> dict[int, int]:
         """One replica step for each pair of the group, batched as the replica batches it: lambda, the mixture,
-        top-p then temperature; then each pair's own draw, forced on its rows."""
+        top-p then temperature; then each pair's own draw. Returns the token each of the group's rows must take."""
         states = [state for state, _, _ in group]
         student = torch.log_softmax(logits[[s for _, _, s in group]].float(), dim=-1)
         if group[0][1] is None:  # switched: the student stream alone (the replica's mixture at lambda = 1)
@@ -168,6 +180,7 @@ class HintedMixer(LogitsProcessor):
         sampling = states[0].row.sampling  # one call's pairs share their sampling settings
         probs = None if sampling.temperature == 0 else top_p_temperature_probs(mixed, sampling.top_p,
                                                                                sampling.temperature)
+        forced = {}
         for j, (state, hint_row, student_row) in enumerate(group):
             if probs is None:
                 token = int(torch.argmax(mixed[j]))
@@ -176,15 +189,8 @@ class HintedMixer(LogitsProcessor):
             state.row.lambdas.append(float(lam[j]))
             state.row.chosen.append(float(mixed[j, token]))
             state.row.append(token, state.eos_ids, state.tokenizer)
-            self._force(logits, [student_row] if hint_row is None else [hint_row, student_row], state)
-
-    @staticmethod
-    def _force(logits: torch.Tensor, rows, state: PairState, eos: bool = False) -> None:
-        """Leave one finite logit in each row: the pair's last draw, or the end of sequence (eos) to end the row."""
-        token = min(state.eos_ids) if eos or not state.row.tokens else state.row.tokens[-1]
-        for index in rows:
-            logits[index].fill_(-math.inf)
-            logits[index, token] = 0.0
+            forced.update({row: token for row in (hint_row, student_row) if row is not None})
+        return forced
 
     @classmethod
     def take(cls, pairs: list[str]) -> dict[str, dict]:
@@ -221,10 +227,22 @@ def decode_on_engine(llm, requests: list[HintedRequest], sampling: HintedSamplin
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    scheduler = llm.llm_engine.vllm_config.scheduler_config
+    scheduler, longest = llm.llm_engine.vllm_config.scheduler_config, llm.llm_engine.vllm_config.model_config.max_model_len
+    # A GPU build may leave the token budget unset until the engine sizes it: then the model's length bounds a step.
+    budget = scheduler.max_num_batched_tokens or longest
     results: list[HintedResult | None] = [None] * len(requests)
     reasons: list[str] = []
-    for call in pair_calls(requests, scheduler.max_num_seqs, scheduler.max_num_batched_tokens):
+    # The replica has no max_model_len; the engine refuses a row that cannot fit its prompt and every token.
+    fits = []
+    for i, request in enumerate(requests):
+        prompt = max(len(request.hint_ids), len(request.student_ids))
+        if prompt + sampling.max_new_tokens + 1 > longest:
+            reasons.append(f"a prompt of {prompt} tokens and {sampling.max_new_tokens} new ones do not fit the "
+                           f"engine's max_model_len {longest}")
+        else:
+            fits.append(i)
+    for call in pair_calls([requests[i] for i in fits], scheduler.max_num_seqs, budget):
+        call = [fits[i] for i in call]
         prompts, params, pairs = [], [], {}
         for i in call:
             request, pair = requests[i], f"{name}/{i}"
@@ -234,7 +252,7 @@ def decode_on_engine(llm, requests: list[HintedRequest], sampling: HintedSamplin
                 # vLLM's own sampling must not matter: the mixer leaves one finite logit. One token more than
                 # the replica may draw, so that a pair stopped for repetition can be made to end.
                 params.append(SamplingParams(temperature=1.0, top_p=1.0, max_tokens=sampling.max_new_tokens + 1,
-                                             seed=request.seed,
+                                             seed=request.seed, ignore_eos=not eos_ids,
                                              extra_args=pair_args(pair, role, request.seed, sampling, sorted(eos_ids))))
         llm.generate(prompts, params, use_tqdm=False)
         taken = llm.collective_rpc("hintflow_take_hinted", args=(list(pairs),))[0]
