@@ -11,6 +11,8 @@ Steps, each with its own time limit (the whole under 8 minutes on one H100/H200)
                         NCCL cannot broadcast between two processes on one device)
     head_dtype_gap      bench.head_dtype_gap: the bf16 engine-vs-replica log-prob gap (mean, p99, max)
                         with the model's head and with the float32 head
+    hinted_decoding     bench/hinted_decoding.py on MODEL_DIR: Hinted Decoding in the engine and on the replica
+                        against plain vLLM sampling, on the GPU
 
 From each job it keeps the figures its metrics.jsonl holds: generation, training and sync speed,
 the engine-vs-replica gap, and the time to the first iteration with its split (startup_* keys).
@@ -57,6 +59,9 @@ def steps(model: str, out: Path) -> list[dict]:
         {"name": "head_dtype_gap", "timeout": 90, "kind": "json_lines",
          "command": [sys.executable, "-m", "bench.head_dtype_gap", "--model", model, "--dtype", "bfloat16",
                      "--head", "model", "--head", "float32", "--prompts", "16"]},
+        {"name": "hinted_decoding", "timeout": 150, "kind": "json",
+         "command": [sys.executable, "bench/hinted_decoding.py", "--model", model, "--requests", "32", "--tokens", "64",
+                     "--repeats", "3"]},
     ]
 
 
@@ -79,6 +84,9 @@ def job_figures(run_dir: Path) -> dict:
 def figures_of(step: dict, output: str, out: Path) -> dict:
     if step["kind"] == "job":
         return job_figures(out / step["name"])
+    if step["kind"] == "json":  # one JSON document on stdout, its log (stderr) after it
+        start = 0 if output.startswith("{") else output.index("\n{") + 1
+        return json.JSONDecoder().raw_decode(output[start:])[0]
     if step["kind"] == "json_lines":
         return {f"setting_{i}": json.loads(line) for i, line in enumerate(
             line for line in output.splitlines() if line.startswith("{"))}

@@ -106,7 +106,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     model_dir = args.model or str(build_tiny_llama(Path(tempfile.mkdtemp()) / "tiny-llama"))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the replica sits where a rollout worker's would
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
 
     def chat(system: str | None, user: str) -> list[int]:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
@@ -156,6 +157,7 @@ def main() -> int:
         "requests": len(requests),
         "tokens_per_request": args.tokens,
         "threads": args.threads,
+        "device": device,
         **{k: round(v, 1) for k, v in rates.items()},
         "hinted_vs_plain": round(rates["hinted_batched_tokens_per_s"] / rates["plain_vllm_tokens_per_s"], 3),
         "hinted_vs_one_at_a_time": round(

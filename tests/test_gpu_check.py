@@ -23,7 +23,7 @@ def test_the_dry_run_checks_every_step_and_writes_the_schema(tiny_model, tmp_pat
     found = json.loads((tmp_path / "check" / "gpu-check.json").read_text())
     assert found["dry_run"] is True and found["model"] == str(tiny_model)
     names = [step["name"] for step in found["steps"]]
-    assert names == ["weight_sync_tests", "gpu1x_object_store", "gpu1x_broadcast", "head_dtype_gap"]
+    assert names == ["weight_sync_tests", "gpu1x_object_store", "gpu1x_broadcast", "head_dtype_gap", "hinted_decoding"]
     for step in found["steps"]:
         assert set(SCHEMA) <= set(step) and step["status"] == "dry-run"
         check_schema(step)
@@ -44,7 +44,7 @@ def test_a_step_whose_spec_does_not_check_fails_the_dry_run(tiny_model, tmp_path
     assert gpu_check.main([str(tiny_model), "--dry-run", "--out", str(tmp_path / "check")]) == 1
     assert "gpu1x_object_store: its spec does not check: spec error: rollout.temperature" in capsys.readouterr().out
     statuses = [step["status"] for step in json.loads((tmp_path / "check" / "gpu-check.json").read_text())["steps"]]
-    assert statuses == ["dry-run", "failed", "dry-run", "dry-run"]
+    assert statuses == ["dry-run", "failed", "dry-run", "dry-run", "dry-run"]
 
 
 def test_no_model_folder_is_one_line(tmp_path):
