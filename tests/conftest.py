@@ -120,6 +120,42 @@ def run_cli(*args: str, timeout: float = 900, env: dict | None = None) -> subpro
     )
 
 
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """`jobs.run.main(ARGS)` in this process, for refusals that stop before Ray starts: the CLI's exit code and what
+    it prints, without a new interpreter's imports (seconds each). A refusal that failed to refuse would start Ray
+    here: that is refused first. tests/test_spec.py keeps the same refusals through a real process (run_cli)."""
+    import contextlib
+    import io
+    import traceback
+
+    import ray
+
+    from jobs import run as job_run
+
+    out, err = io.StringIO(), io.StringIO()
+    started = job_run.start_ray
+
+    def no_ray(*_args, **_kwargs):
+        raise AssertionError("run_main is for refusals: this job got as far as starting Ray")
+
+    job_run.start_ray = no_ray
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = job_run.main(list(args))
+            except SystemExit as exc:  # argparse
+                code = exc.code
+            except AssertionError:
+                raise
+            except Exception:  # what the interpreter would print, and its exit status
+                traceback.print_exc()
+                code = 1
+    finally:
+        job_run.start_ray = started
+    assert not ray.is_initialized()
+    return subprocess.CompletedProcess(["jobs.run", *args], code, out.getvalue(), err.getvalue())
+
+
 def assert_one_line(result, prefix: str, *words: str) -> str:
     """The CLI's promise for bad input: exactly one stderr line, with `prefix` and `words`, no traceback."""
     lines = result.stderr.strip().splitlines()

@@ -13,7 +13,7 @@ from jobs.core.data import load_prompts, load_rows, render_prompt
 from jobs.core.data_sources import response_text
 from jobs.core.errors import DataError, SpecError
 from jobs.core.spec import DataSpec, load_spec, validate_spec
-from tests.conftest import assert_one_line, run_cli, write_jsonl
+from tests.conftest import assert_one_line, run_main, write_jsonl
 
 
 def no_actor_started(result, out) -> bool:
@@ -45,7 +45,7 @@ def test_empty_spec_through_the_cli(tmp_path):
     path = tmp_path / "job.yaml"
     path.write_text("# nothing here yet\n")
     out = tmp_path / "out"
-    result = run_cli(str(path), "--output-dir", str(out), timeout=120)
+    result = run_main(str(path), "--output-dir", str(out))
     assert result.returncode == 2
     assert_one_line(result, "spec error: ", str(path), "the spec file is empty", "expected a mapping of fields")
     assert not out.exists()
@@ -97,7 +97,7 @@ def test_empty_dataset_through_the_cli(tmp_path):
     data = tmp_path / "prompts.jsonl"
     data.write_text("")
     out = tmp_path / "out"
-    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"data.path={data}", timeout=120)
+    result = run_main("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"data.path={data}")
     assert result.returncode == 1
     assert_one_line(result, "data error: ", f"data.path {str(data)!r}", "has no rows")
     assert no_actor_started(result, out)
@@ -129,8 +129,7 @@ def test_a_column_only_other_rows_have_is_not_listed_as_there(tmp_path, tokenize
 
 def test_unknown_column_through_the_cli(tmp_path):
     out = tmp_path / "out"
-    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", "data.prompt_column=question",
-                     timeout=120)
+    result = run_main("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", "data.prompt_column=question")
     assert result.returncode == 1
     assert_one_line(result, "data error: ", "data row 0", "no column 'question'", "data.prompt_column",
                     "['answer', 'prompt', 'solution']")
@@ -202,8 +201,8 @@ def test_every_prompt_dropped_is_one_line(tmp_path, tokenizer):
 def test_overlong_error_through_the_cli(tmp_path):
     data = write_jsonl(tmp_path / "prompts.jsonl", [SHORT, LONG])
     out = tmp_path / "out"
-    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"data.path={data}",
-                     "--set", "data.overlong_prompts=error", timeout=120)
+    result = run_main("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"data.path={data}",
+                      "--set", "data.overlong_prompts=error")
     assert result.returncode == 1
     # onpolicy_idft.yaml: max_model_len 256 - max_new_tokens 32 leaves 224 prompt tokens.
     assert_one_line(result, "data error: ", "data row 1", "at most 224 fit", "data.overlong_prompts is 'error'")
@@ -258,7 +257,7 @@ def test_model_code_from_the_repo_does_not_run_unless_the_spec_says_so(tmp_path,
     config.update(model_type="hintflow-custom", auto_map={"AutoConfig": "configuration_custom.CustomConfig"})
     (model / "config.json").write_text(json.dumps(config))
     out = tmp_path / "out"
-    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"model.path={model}", timeout=120)
+    result = run_main("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"model.path={model}")
     assert result.returncode == 1
     assert_one_line(result, "model error: model.path", "trust_remote_code")
     assert not ran.exists()

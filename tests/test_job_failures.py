@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import assert_one_line, run_cli, write_jsonl
+from tests.conftest import assert_one_line, run_cli, run_main, write_jsonl
 
 
 def no_checkpoint_written(out) -> bool:
@@ -16,8 +16,7 @@ def no_checkpoint_written(out) -> bool:
 
 def test_missing_model_path(tmp_path):
     out = tmp_path / "out"
-    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"model.path={tmp_path}/no-model",
-                     timeout=120)
+    result = run_main("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"model.path={tmp_path}/no-model")
     assert result.returncode == 1
     assert_one_line(result, "model error: ", "model.path", "no-model", "does not exist")
     assert no_checkpoint_written(out)
@@ -25,8 +24,8 @@ def test_missing_model_path(tmp_path):
 
 def test_model_folder_without_config(tmp_path):
     (tmp_path / "empty-model").mkdir()
-    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "out"),
-                     "--set", f"model.path={tmp_path}/empty-model", timeout=120)
+    result = run_main("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "out"),
+                      "--set", f"model.path={tmp_path}/empty-model")
     assert result.returncode == 1
     assert_one_line(result, "model error: ", "model.path", "no config.json")
 
@@ -35,7 +34,7 @@ def test_bad_dataset_row_is_named(tmp_path):
     data = tmp_path / "prompts.jsonl"
     data.write_text(json.dumps({"prompt": "What is 1 + 1?"}) + "\n" + json.dumps({"prompt": ""}) + "\n")
     out = tmp_path / "out"
-    result = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"data.path={data}", timeout=120)
+    result = run_main("configs/onpolicy_idft.yaml", "--output-dir", str(out), "--set", f"data.path={data}")
     assert result.returncode == 1
     assert_one_line(result, "data error: ", "data row 1", "'prompt'", "empty")
     assert no_checkpoint_written(out)
@@ -93,7 +92,7 @@ def test_offline_pairs_with_a_bad_row(tmp_path, bad_row, words):
     good = {"prompt": "What is 1 + 1?", "chosen": "2", "rejected": "3"}
     data = write_jsonl(tmp_path / "pairs.jsonl", [good, bad_row])
     out = tmp_path / "out"
-    result = run_cli("configs/dpo.yaml", "--output-dir", str(out), *OFFLINE, "--set", f"data.path={data}", timeout=120)
+    result = run_main("configs/dpo.yaml", "--output-dir", str(out), *OFFLINE, "--set", f"data.path={data}")
     assert result.returncode == 1
     assert_one_line(result, "data error: ", *words)
     assert "starting" not in result.stdout  # found before any actor started
@@ -102,26 +101,26 @@ def test_offline_pairs_with_a_bad_row(tmp_path, bad_row, words):
 
 def test_reward_model_that_does_not_load(tmp_path, tiny_model):
     """A causal LM is not a reward model: refused before any actor starts."""
-    result = run_cli(
+    result = run_main(
         "configs/dpo.yaml", "--output-dir", str(tmp_path / "out"),
-        "--set", f"reward.sources=[{{kind: reward_model, path: {tiny_model}}}]", timeout=120,
+        "--set", f"reward.sources=[{{kind: reward_model, path: {tiny_model}}}]"
     )
     assert result.returncode == 1
     assert_one_line(result, "model error: ", "reward.sources[0].path", "LlamaForCausalLM", "sequence-classification")
     assert "starting" not in result.stdout
 
-    missing = run_cli(
+    missing = run_main(
         "configs/dpo.yaml", "--output-dir", str(tmp_path / "out"),
-        "--set", f"reward.sources=[{{kind: reward_model, path: {tmp_path}/no-rm}}]", timeout=120,
+        "--set", f"reward.sources=[{{kind: reward_model, path: {tmp_path}/no-rm}}]"
     )
     assert missing.returncode == 1
     assert_one_line(missing, "model error: ", "reward.sources[0].path", "no-rm", "does not exist")
 
 
 def test_reward_function_that_does_not_import(tmp_path):
-    result = run_cli(
+    result = run_main(
         "configs/dpo.yaml", "--output-dir", str(tmp_path / "out"),
-        "--set", "reward.sources=[{kind: function, function: 'tests.no_such_module:score'}]", timeout=120,
+        "--set", "reward.sources=[{kind: function, function: 'tests.no_such_module:score'}]"
     )
     assert result.returncode == 2
     assert_one_line(result, "spec error: ", "tests.no_such_module:score", "cannot be imported", "ModuleNotFoundError")
@@ -129,7 +128,7 @@ def test_reward_function_that_does_not_import(tmp_path):
 
 def test_rows_without_the_gold_answer(tmp_path):
     data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "What is 1 + 1?", "answer": "2"}, {"prompt": "Hi?"}])
-    result = run_cli("configs/dpo.yaml", "--output-dir", str(tmp_path / "out"), "--set", f"data.path={data}", timeout=120)
+    result = run_main("configs/dpo.yaml", "--output-dir", str(tmp_path / "out"), "--set", f"data.path={data}")
     assert result.returncode == 1
     assert_one_line(result, "data error: ", "data row 1", "no gold answer", "'answer'", "data.answer_column")
 
@@ -158,15 +157,15 @@ def test_hinted_rows_without_a_reference_solution(tmp_path):
     ])
     # eval.every 0: with the eval on, a two-row file would keep one row back for it (eval.holdout_fraction),
     # and this test is about a training row.
-    result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(tmp_path / "out"), "--set", f"data.path={data}",
-                     "eval.every=0", timeout=120)
+    result = run_main("configs/hinted_idft.yaml", "--output-dir", str(tmp_path / "out"), "--set", f"data.path={data}",
+                      "eval.every=0")
     assert result.returncode == 1
     assert_one_line(result, "data error: ", "data row 1", "no column 'solution'")
     assert "starting" not in result.stdout
 
 
 def test_hinted_verifier_must_be_a_reward_source(tmp_path):
-    result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(tmp_path / "out"),
-                     "--set", "rollout.hinted.verifier=exact", timeout=120)
+    result = run_main("configs/hinted_idft.yaml", "--output-dir", str(tmp_path / "out"),
+                      "--set", "rollout.hinted.verifier=exact")
     assert result.returncode == 2
     assert_one_line(result, "spec error: ", "rollout.hinted.verifier 'exact'", "answer", "digits")
