@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from tests.conftest import assert_rose_beyond_noise, independent_token_stats, read_jsonl
+from tests.conftest import REPO, assert_rose_beyond_noise, independent_token_stats, read_jsonl
 from tests.job_process import run_job
 
 pytestmark = pytest.mark.integration
@@ -200,42 +202,50 @@ def test_offline_reference_logps_are_the_initial_model(offline_run):
     assert_reference_logps_match(read_jsonl(out / "pairs" / "iter-3.jsonl"), load_model(out / "builtin" / "tiny-llama"))
 
 
-@pytest.mark.parametrize("variant", [("simpo", 0.0), ("robust", 0.1), ("sigmoid", 0.1)], ids=["simpo", "robust", "cdpo"])
-def test_every_dpo_variant_trains_through_the_loop(tmp_path_factory, offline_pairs_file, variant):
-    loss, label_smoothing = variant
-    # One learner rank (the jobs above train on two): the loss is what differs here, and it is one actor
-    # fewer to start. One thread, as each of two ranks would get on 2 cores: a lone rank would take both,
-    # and OpenMP threads wait for each other on a busy machine.
-    out, metrics, _ = run_job(
-        tmp_path_factory, f"offline-{loss}", "configs/dpo.yaml", "--set", "preference.source=dataset",
-        "--set", f"data.path={offline_pairs_file}", "--set", "data.shuffle=false", "--set", "reward.sources=[]",
-        "--set", "iterations=2", "--set", f"train.dpo.loss={loss}", "--set", f"train.dpo.label_smoothing={label_smoothing}",
-        "--set", "train.lr=1e-3", "--set", "train.dpo.beta=0.5",
-        "--set", "learner.ranks=1", "--set", "learner.threads_per_rank=1",
-    )
-    assert all(math.isfinite(m["loss"]) for m in metrics)
-    assert policy_margin(out, 1) > policy_margin(out, 0)
-    pairs = read_jsonl(out / "pairs" / "iter-0.jsonl")
-    if loss == "simpo":  # reference-free: no frozen model is loaded and nothing is recorded as a reference
-        assert all(p["reference_logp_chosen"] is None for p in pairs) and "kl_to_reference" not in metrics[0]
+VARIANTS = {"simpo": ("simpo", 0.0), "robust": ("robust", 0.1), "cdpo": ("sigmoid", 0.1)}
+
+
+@pytest.fixture(scope="module")
+def variant_passes(tiny_model):
+    """Each DPO variant on the job's own Learner (DeepSpeed, no Ray; tests/learner_pairs_run.py): the loop around
+    the loss is the same for every variant, and the DPO jobs above run it."""
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "learner_pairs_run.py"), str(tiny_model),
+                             *(f"{loss}:{eps}" for loss, eps in VARIANTS.values())],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS=")]
+    assert result.returncode == 0 and lines, result.stderr[-4000:]
+    return json.loads(lines[-1].removeprefix("RESULTS="))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_dpo_variant_loss_is_its_formula_pair_by_pair(variant_passes, variant):
+    loss, label_smoothing = VARIANTS[variant]
+    got = variant_passes[f"{loss}:{label_smoothing}"]
+    first, second = got["passes"]
+
+    def margin(records) -> float:
+        return mean([r["policy_logp_chosen"] - r["policy_logp_rejected"] for r in records])
+
+    assert all(math.isfinite(r["loss"]) for r in first + second)
+    assert margin(second) > margin(first)  # the pass trained towards the chosen responses
+    if loss == "simpo":  # reference-free: no frozen model is loaded
+        assert all(ref == [None, None] for ref in got["reference"])
     else:
-        assert all(p["reference_logp_chosen"] is not None for p in pairs)
+        assert all(None not in ref for ref in got["reference"])
     # Each pair's loss, as the learner computed it, against the variant's own formula (written here
     # apart from losses/): ignoring label_smoothing, or the wrong variant, changes every pair's loss.
-    beta, eps, simpo_gamma = 0.5, label_smoothing, 0.5  # the --set above; simpo_gamma: the spec default
+    beta, eps, simpo_gamma = 0.5, label_smoothing, 0.5  # as tests/learner_pairs_run.py sets them; gamma: the default
 
     def minus_log_sigmoid(z: float) -> float:
         return math.log1p(math.exp(-z)) if z >= 0 else -z + math.log1p(math.exp(z))
 
-    trained = [pair for pair in pairs if pair["loss"] is not None]  # a pair left over from an even split is not
-    assert trained
-    for pair in trained:
+    for i, pair in enumerate(first):
         if loss == "simpo":
-            z = (beta * pair["policy_logp_chosen"] / len(pair["chosen_token_ids"])
-                 - beta * pair["policy_logp_rejected"] / len(pair["rejected_token_ids"]) - simpo_gamma)
+            z = (beta * pair["policy_logp_chosen"] / got["chosen_tokens"][i]
+                 - beta * pair["policy_logp_rejected"] / got["rejected_tokens"][i] - simpo_gamma)
         else:
-            z = beta * ((pair["policy_logp_chosen"] - pair["reference_logp_chosen"])
-                        - (pair["policy_logp_rejected"] - pair["reference_logp_rejected"]))
+            (ref_chosen, ref_rejected) = got["reference"][i]
+            z = beta * ((pair["policy_logp_chosen"] - ref_chosen) - (pair["policy_logp_rejected"] - ref_rejected))
         clean, flipped = minus_log_sigmoid(z), minus_log_sigmoid(-z)
         expected = {"simpo": clean, "sigmoid": (1 - eps) * clean + eps * flipped,
                     "robust": ((1 - eps) * clean - eps * flipped) / (1 - 2 * eps)}[loss]
