@@ -28,6 +28,31 @@ REQUEST_KEY = "hintflow_entropy_key"
 PROCESSOR = "actors.decoding.engine_entropy:EntropyRecorder"  # vLLM wants <module>:<class>
 
 
+def follow_batch(rows: dict, batch_update: BatchUpdate | None, entry) -> list:
+    """Keep a logits processor's map of batch row -> its entry for the request there, through one BatchUpdate
+    (removed, then added, then moved: the order vLLM asks for). `entry(params, output_tokens)` makes a new
+    request's entry, None for a request the processor ignores. Returns the entries added."""
+    if batch_update is None:
+        return []
+    for index in batch_update.removed:
+        rows.pop(index, None)
+    added = []
+    for index, params, _, output in batch_update.added:
+        value = entry(params, output)
+        if value is None:
+            rows.pop(index, None)
+        else:
+            rows[index] = value
+            added.append(value)
+    for first, second, direction in batch_update.moved:
+        a, b = rows.pop(first, None), rows.pop(second, None)
+        if a is not None:
+            rows[second] = a
+        if b is not None and direction == MoveDirectionality.SWAP:
+            rows[first] = b
+    return added
+
+
 class EntropyRecorder(LogitsProcessor):
     # The instances in this process (one per engine); the worker extension reads them.
     instances: list["EntropyRecorder"] = []
@@ -42,23 +67,12 @@ class EntropyRecorder(LogitsProcessor):
         return False
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
-        for index in batch_update.removed:
-            self.rows.pop(index, None)
-        for index, params, _, output in batch_update.added:
+        def entry(params, output):
             key = (params.extra_args or {}).get(REQUEST_KEY)
-            if key is None:
-                self.rows.pop(index, None)
-            else:
-                # The n samples of one request are cloned with seeds seed, seed + 1, ...: the seed tells them apart.
-                self.rows[index] = (f"{key}/{params.seed}", output)
-        for first, second, direction in batch_update.moved:
-            a, b = self.rows.pop(first, None), self.rows.pop(second, None)
-            if a is not None:
-                self.rows[second] = a
-            if b is not None and direction == MoveDirectionality.SWAP:
-                self.rows[first] = b
+            # The n samples of one request are cloned with seeds seed, seed + 1, ...: the seed tells them apart.
+            return None if key is None else (f"{key}/{params.seed}", output)
+
+        follow_batch(self.rows, batch_update, entry)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if self.rows:

@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 
 import torch
-from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 
+from actors.decoding.engine_entropy import follow_batch
 from actors.decoding.hinted_decoding import (
     HintedRequest,
     HintedResult,
@@ -110,26 +111,15 @@ class HintedMixer(LogitsProcessor):
         return self._tokenizer
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
-        for index in batch_update.removed:
-            self.rows.pop(index, None)
-        for index, params, _, output in batch_update.added:
+        def entry(params, output):
             args = (params.extra_args or {}).get(PAIR_KEY)
-            if args is None:
-                self.rows.pop(index, None)
-                continue
-            self.rows[index] = (args["pair"], args["role"], args, output)
-            if args["pair"] not in self.pairs:
-                self.pairs[args["pair"]] = PairState(args, self.tokenizer)
+            return None if args is None else (args["pair"], args["role"], args, output)
+
+        for pair, _, args, output in follow_batch(self.rows, batch_update, entry):
+            if pair not in self.pairs:
+                self.pairs[pair] = PairState(args, self.tokenizer)
             elif output:  # a row coming back with tokens was preempted and is resumed: its pair came apart
-                self.pairs[args["pair"]].broken = self.pairs[args["pair"]].broken or "a row was preempted"
-        for first, second, direction in batch_update.moved:
-            a, b = self.rows.pop(first, None), self.rows.pop(second, None)
-            if a is not None:
-                self.rows[second] = a
-            if b is not None and direction == MoveDirectionality.SWAP:
-                self.rows[first] = b
+                self.pairs[pair].broken = self.pairs[pair].broken or "a row was preempted"
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
