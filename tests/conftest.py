@@ -198,6 +198,17 @@ def vllm_prompt_logprobs(model_dir: str | Path, token_ids: list[int], timeout: f
     return json.loads(lines[-1].removeprefix("LOGPROBS="))
 
 
+def printed_json(command: list, prefix: str, timeout: float = 600):
+    """Run `command` from the repo root and return the JSON it printed on its last line starting with `prefix`
+    (the helper scripts beside the tests print their results so)."""
+    import json
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(prefix)]
+    assert result.returncode == 0 and lines, result.stderr[-4000:]
+    return json.loads(lines[-1].removeprefix(prefix))
+
+
 def independent_token_stats(model, prompt_ids: list[int], response_ids: list[int]) -> list[tuple[float, float]]:
     """(log p_t, H_t) of each response token from full logits, in float64, written apart from losses/."""
     import torch

@@ -10,25 +10,19 @@ replica alone gives. Each engine runs in a fresh process (tests/engine_hinted_ru
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, printed_json
 
 pytestmark = pytest.mark.integration
 
 
 def run_both(model_dir, *flags: str) -> dict:
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "engine_hinted_run.py"), str(model_dir), *flags],
-                            capture_output=True, text=True, timeout=600, cwd=REPO, env=dict(os.environ))
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS=")]
-    assert result.returncode == 0 and lines, result.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULTS="))
+    return printed_json([sys.executable, str(REPO / "tests" / "engine_hinted_run.py"), str(model_dir), *flags],
+                        "RESULTS=")
 
 
 def peaked(model, tokenizer, directory, scale: float):

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO, assert_rose_beyond_noise, independent_token_stats, read_jsonl
+from tests.conftest import REPO, assert_rose_beyond_noise, independent_token_stats, printed_json, read_jsonl
 from tests.job_process import run_job
 
 pytestmark = pytest.mark.integration
@@ -209,12 +208,8 @@ VARIANTS = {"simpo": ("simpo", 0.0), "robust": ("robust", 0.1), "cdpo": ("sigmoi
 def variant_passes(tiny_model):
     """Each DPO variant on the job's own Learner (DeepSpeed, no Ray; tests/learner_pairs_run.py): the loop around
     the loss is the same for every variant, and the DPO jobs above run it."""
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "learner_pairs_run.py"), str(tiny_model),
-                             *(f"{loss}:{eps}" for loss, eps in VARIANTS.values())],
-                            capture_output=True, text=True, timeout=600, cwd=REPO)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS=")]
-    assert result.returncode == 0 and lines, result.stderr[-4000:]
-    return json.loads(lines[-1].removeprefix("RESULTS="))
+    return printed_json([sys.executable, str(REPO / "tests" / "learner_pairs_run.py"), str(tiny_model),
+                         *(f"{loss}:{eps}" for loss, eps in VARIANTS.values())], "RESULTS=")
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
