@@ -25,7 +25,7 @@ from actors.weights.full_weights import full_weights, plain_model
 from actors.training.objectives import pair_objective, sample_objective
 from actors.process_memory import peak_rss_mb, reset_peak_rss
 from actors.progress_board import PhaseCounter
-from actors.weights.broadcast import free_address, open_group, send_payload
+from actors.weights.broadcast import free_address, gloo_on_node_address, open_group, send_payload
 from actors.training.trainable_model import load_options, load_trainable_model
 from jobs.algorithms.base import PairLogps
 from jobs.core.checkpoints import MERGED, TRAINING_STATE, CheckpointError
@@ -130,6 +130,7 @@ class Learner:
                 "DS_ACCELERATOR": "cuda" if self.on_gpu else "cpu",
             }
         )
+        gloo_on_node_address()  # DeepSpeed's CPU group is gloo
         import deepspeed
         from transformers import AutoModelForCausalLM
 

@@ -160,8 +160,153 @@ def local_cluster(nodes: int = 2, cpus_per_node: float = 1, dashboard: bool = Fa
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-if __name__ == "__main__":  # a smoke check: start two nodes, print them, stop
+
+# Two hosts with addresses of their own: each node in a network namespace, joined by a veth pair.
+SUBNET = "10.77.{net}"
+
+
+def ip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+
+def namespaces_unavailable() -> str | None:
+    """Why two network namespaces cannot be made here (None when they can): it needs root and `ip`."""
+    if shutil.which("ip") is None:
+        return "no `ip` command (iproute2)"
+    probe = f"hf-probe-{secrets.token_hex(3)}"
+    made = ip("netns", "add", probe)
+    if made.returncode != 0:
+        return f"`ip netns add` failed: {made.stderr.strip() or made.returncode} (it needs root)"
+    ip("netns", "del", probe)
+    return None
+
+
+@dataclass
+class Host:
+    namespace: str
+    address: str  # this host's own IPv4 address, on the veth
+
+    def command(self, args: list[str]) -> list[str]:
+        """`args` run inside this host's network namespace."""
+        return ["ip", "netns", "exec", self.namespace, *args]
+
+    def pids(self) -> list[int]:
+        return [int(pid) for pid in ip("netns", "pids", self.namespace).stdout.split()]
+
+    def processes_named(self, name: str) -> list[int]:
+        found = []
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                    found.append(pid)
+        return found
+
+
+@dataclass
+class HostsCluster:
+    hosts: list[Host]  # head first
+    env: dict  # token auth on, this venv first on PATH, RAY_ADDRESS the head's GCS
+    nodes: list[dict]  # {"id", "cpus", "address"} of every alive node, head first
+
+    def run(self, args: list[str], host: int = 0, **kwargs) -> subprocess.CompletedProcess:
+        """`args` (a driver, a script) on one host, against the cluster."""
+        return subprocess.run(self.hosts[host].command(args), env=self.env, **kwargs)
+
+
+def make_host(namespace: str, interface: str, address: str, peer: str) -> None:
+    for args in (("link", "set", interface, "netns", namespace),
+                 ("-n", namespace, "addr", "add", f"{address}/24", "dev", interface),
+                 ("-n", namespace, "link", "set", interface, "up"),
+                 ("-n", namespace, "link", "set", "lo", "up"),
+                 # A default route: Ray finds a node's own address by routing towards a public one.
+                 ("-n", namespace, "route", "add", "default", "via", peer)):
+        made = ip(*args)
+        if made.returncode != 0:
+            raise RuntimeError(f"ip {' '.join(args)}: {made.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def hosts_cluster(cpus_per_node: float = 2) -> Iterator[HostsCluster]:
+    """A head and one more node, each in a network namespace of its own with its own address
+    (10.77.N.1 and 10.77.N.2, a veth pair between them), so that every byte between them, the
+    object store's and gloo's included, crosses a network link. The filesystem is shared, as an NFS
+    mount would be on a real cluster. Needs root (see namespaces_unavailable)."""
+    tag = secrets.token_hex(3)
+    net = int(tag, 16) % 250 + 1
+    names = [f"hf-{tag}-a", f"hf-{tag}-b"]
+    addresses = [SUBNET.format(net=net) + ".1", SUBNET.format(net=net) + ".2"]
+    interfaces = [f"hfa{tag}", f"hfb{tag}"]  # interface names stay under 16 characters
+    workdir = Path(tempfile.mkdtemp(prefix="hf-ray-"))
+    token = workdir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "RAY_ADDRESS": f"{addresses[0]}:6379"}
+    processes = []
+    try:
+        for name in names:
+            made = ip("netns", "add", name)
+            if made.returncode != 0:
+                raise RuntimeError(f"ip netns add {name}: {made.stderr.strip()}")
+        made = ip("link", "add", interfaces[0], "type", "veth", "peer", "name", interfaces[1])
+        if made.returncode != 0:
+            raise RuntimeError(f"ip link add (veth): {made.stderr.strip()}")
+        make_host(names[0], interfaces[0], addresses[0], addresses[1])
+        make_host(names[1], interfaces[1], addresses[1], addresses[0])
+        hosts = [Host(name, address) for name, address in zip(names, addresses)]
+        # Each host has ports of its own, so Ray's defaults do not collide.
+        common = [f"--num-cpus={cpus_per_node:g}", "--object-store-memory=500000000", "--disable-usage-stats"]
+        head_env = {key: value for key, value in env.items() if key != "RAY_ADDRESS"}
+        processes.append(subprocess.Popen(
+            hosts[0].command([str(VENV_BIN / "ray"), "start", "--block", "--head", "--port=6379",
+                              f"--node-ip-address={addresses[0]}", "--include-dashboard=false",
+                              f"--temp-dir={workdir / 'tmp'}", *common]),
+            env=head_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        wait_for_hosts(hosts[0], env, 1)
+        processes.append(subprocess.Popen(
+            hosts[1].command([str(VENV_BIN / "ray"), "start", "--block", f"--address={addresses[0]}:6379",
+                              f"--node-ip-address={addresses[1]}", *common]),
+            env=head_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        yield HostsCluster(hosts, env, wait_for_hosts(hosts[0], env, 2))
+    finally:
+        for process in reversed(processes):
+            stop_block(process)
+        for name in names:  # deleting a namespace deletes its end of the veth, and so the pair
+            for pid in Host(name, "").pids():  # anything a test started there and left behind
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            ip("netns", "del", name)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_for_hosts(host: Host, env: dict, count: int) -> list[dict]:
+    """Every alive node (id, CPUs, address) once `count` have joined, asked from `host`; head first."""
+    script = (
+        "import json, time, ray\n"
+        "ray.init(logging_level='ERROR')\n"
+        f"deadline = time.time() + {START_TIMEOUT_S}\n"
+        "while True:\n"
+        "    nodes = [n for n in ray.nodes() if n['Alive']]\n"
+        f"    if len(nodes) >= {count} or time.time() > deadline: break\n"
+        "    time.sleep(0.5)\n"
+        "nodes.sort(key=lambda n: not n['Resources'].get('node:__internal_head__'))\n"
+        "print('NODES=' + json.dumps([{'id': n['NodeID'], 'cpus': n['Resources'].get('CPU', 0),\n"
+        "                             'address': n['NodeManagerAddress']} for n in nodes]))\n"
+    )
+    result = subprocess.run(host.command([sys.executable, "-c", script]), env=env, capture_output=True,
+                            text=True, timeout=START_TIMEOUT_S + 60)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("NODES=")]
+    if not lines:
+        raise RuntimeError(f"the Ray cluster in namespaces did not answer:\n{result.stderr[-2000:]}")
+    nodes = json.loads(lines[-1].removeprefix("NODES="))
+    if len(nodes) < count:
+        raise RuntimeError(f"only {len(nodes)} of {count} Ray nodes came up")
+    return nodes
+
+
+if __name__ == "__main__":  # a smoke check: start two nodes (--hosts: in two namespaces), print them, stop
     started = time.perf_counter()
-    with local_cluster() as cluster:
+    with (hosts_cluster() if "--hosts" in sys.argv else local_cluster()) as cluster:
         print(cluster.nodes, f"up after {time.perf_counter() - started:.1f}s")
     print(f"stopped after {time.perf_counter() - started:.1f}s")

@@ -15,6 +15,7 @@ own; colocated ones use the object store (CUDA IPC handles are not built yet).
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 
 import torch
@@ -37,8 +38,39 @@ def free_address() -> tuple[str, int]:
         return ray.util.get_node_ip_address(), probe.getsockname()[1]
 
 
+def interface_with(address: str) -> str | None:
+    """The name of this machine's network interface that holds the IPv4 `address` (None: none does)."""
+    import fcntl
+    import struct
+
+    for _, name in socket.if_nameindex():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:  # SIOCGIFADDR: the interface's IPv4 address
+                answer = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:  # no IPv4 address on it
+                continue
+        if socket.inet_ntoa(answer[20:24]) == address:
+            return name
+    return None
+
+
+def gloo_on_node_address() -> None:
+    """Gloo picks the address it listens on by resolving the host name, which on many machines gives
+    127.0.0.1 (or an address other hosts cannot reach): ranks on other hosts then fail with
+    "connectFullMesh ... Connection refused". Pin it to the interface of the address Ray knows this
+    node by, unless the user chose one (GLOO_SOCKET_IFNAME). Call before any gloo group is made."""
+    if os.environ.get("GLOO_SOCKET_IFNAME"):
+        return
+    import ray
+
+    name = interface_with(ray.util.get_node_ip_address())
+    if name:
+        os.environ["GLOO_SOCKET_IFNAME"] = name
+
+
 def open_group(address: str, port: int, rank: int, world_size: int, device: torch.device | str):
     """Join the group; every member must call this at the same time (it waits for all of them)."""
+    gloo_on_node_address()
     store = dist.TCPStore(address, port, world_size, is_master=rank == 0, timeout=GROUP_TIMEOUT)
     if backend_for(device) == "nccl":
         return dist.ProcessGroupNCCL(store, rank, world_size)
