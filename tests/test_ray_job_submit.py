@@ -136,3 +136,84 @@ def test_job_stop_waits_as_long_as_runtime_env_says(ray_cluster, tmp_path, wait_
     assert f"Job '{job_id}' was stopped" in status, status
     assert (tmp_path / "saved").exists() == bool(wait_s), f"stop took {took:.1f}s"
     assert took >= (6 if wait_s else 3), took
+
+
+def job_status(cluster: LocalCluster, job_id: str) -> str:
+    """PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED, as `ray job status` says it."""
+    said = ray_job(cluster, "status", job_id).stdout
+    # Ray's CLI words the ended states its own way (ray/dashboard/modules/job/cli.py, _log_job_status).
+    for ended, words in (("SUCCEEDED", "succeeded"), ("STOPPED", "was stopped"), ("FAILED", "failed")):
+        if f"Job '{job_id}' {words}" in said:
+            return ended
+    found = re.search(r"Status for job '[^']+': (\w+)", said)
+    assert found, said
+    return found.group(1)
+
+
+def wait_for_job(cluster: LocalCluster, job_id: str, timeout: float = 600) -> str:
+    """The job's final status. Polls every 5 s: each `ray job status` is a new Python process."""
+    deadline = time.monotonic() + timeout
+    while (status := job_status(cluster, job_id)) in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, ray_job(cluster, "logs", job_id).stdout[-3000:]
+        time.sleep(5)
+    return status
+
+
+def test_two_jobs_share_the_cluster_a_third_waits_then_fails_and_ray_job_stop_leaves_a_checkpoint(
+        ray_cluster, tmp_path):
+    """Two hintflow jobs submitted together (1.1 CPUs each of the cluster's 4) run side by side, each in its
+    own placement group with its own learner port and output directory. A third, whose 1.5-CPU bundle would
+    fit an idle node (2 CPUs) but not what the two leave free (0.9 a node while both run), waits
+    placement.timeout_seconds, then fails in one line naming its bundles, the nodes and what is free. The
+    long job then gets `ray job stop` (SIGTERM; SIGKILL only after RAY_JOB_STOP_WAIT_TIME_S): it stops at
+    its next safe point with a checkpoint of its last finished iteration. The other finishes."""
+    finishing, stopped = tmp_path / "finishing", tmp_path / "stopped"
+    ids = {out: f"two-jobs-{out.name}-{secrets.token_hex(3)}" for out in (finishing, stopped)}
+    # The stopped one would run for hours (an iteration of this config takes about a second alone). Its
+    # `ray job submit` stays attached and prints the job's output as it comes, as a user's terminal would.
+    entrypoint = ["python", "-m", "jobs.run", "configs/onpolicy_idft.yaml", "--set", "checkpoint.every=0",
+                  "eval.every=0"]
+    runtime_env = json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "120"}})
+    attached = subprocess.Popen(
+        [str(VENV_BIN / "ray"), "job", "submit", "--address", ray_cluster.dashboard, "--working-dir", ".",
+         "--runtime-env-json", runtime_env, "--submission-id", ids[stopped], "--", *entrypoint,
+         "iterations=100000", "--output-dir", str(stopped)],
+        cwd=REPO, env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = submit(ray_cluster, *entrypoint, "iterations=4", "--output-dir", str(finishing),
+                    runtime_env=json.loads(runtime_env), options=("--no-wait", "--submission-id", ids[finishing]),
+                    timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def logs() -> str:
+        return "\n".join(ray_job(ray_cluster, "logs", job_id).stdout[-2000:] for job_id in ids.values())
+
+    deadline = time.monotonic() + 600
+    while not all((out / "placement.json").exists() for out in ids):  # written once the group is placed
+        assert time.monotonic() < deadline, logs()
+        time.sleep(1)
+    third = run_cli("configs/onpolicy_idft.yaml", "--output-dir", str(tmp_path / "third"),
+                    "--set", "rollout.workers=1", "rollout.cpus_per_worker=1.5", "placement.timeout_seconds=10",
+                    env=ray_cluster.job_env, timeout=300)
+    assert {job_status(ray_cluster, job_id) for job_id in ids.values()} == {"RUNNING"}, "a job ended too soon"
+    assert third.returncode == 2, third.stdout[-3000:] + third.stderr[-3000:]
+    assert_one_line(third, "spec error: the job's placement group (PACK) was not placed within 10",
+                    "rollout worker 0) CPU 1.5", "free in the cluster now: CPU")
+    placed = {out: json.loads((out / "placement.json").read_text()) for out in ids}
+    assert len({json.dumps(p["actors"], sort_keys=True) for p in placed.values()}) == 2  # nothing shared
+
+    while not ((stopped / "metrics.jsonl").exists() and (stopped / "metrics.jsonl").read_text().strip()):
+        assert time.monotonic() < deadline, logs()  # stop it at work, past its first iteration
+        time.sleep(1)
+    assert ray_job(ray_cluster, "stop", ids[stopped], timeout=300).returncode == 0  # returns once it has ended
+    assert job_status(ray_cluster, ids[stopped]) == "STOPPED"
+    said = attached.communicate(timeout=120)[0]
+    line = re.search(r"stopped by SIGTERM after iteration (\d+): checkpoint (\S+); resume with: ", said)
+    assert line, said[-3000:]
+    iteration, checkpoint = int(line.group(1)), Path(line.group(2))
+    assert checkpoint == stopped / "checkpoints" / f"iter-{iteration}"
+    assert json.loads((checkpoint / "training_state" / "loop.json").read_text())["next_iteration"] == iteration + 1
+    assert (checkpoint / "model.safetensors").is_file()
+
+    assert wait_for_job(ray_cluster, ids[finishing]) == "SUCCEEDED", logs()
+    assert [m["iteration"] for m in read_jsonl(finishing / "metrics.jsonl")] == list(range(4))
+    assert (finishing / "checkpoints" / "iter-3" / "model.safetensors").is_file()
