@@ -26,7 +26,7 @@ from jobs.core.records import Prompt, Sample
 from actors.decoding.cll_scorer import logprob_gap_metrics
 from actors.restarts import Replacements, died
 from actors.rollout_worker import RolloutWorker, vllm_env_vars
-from actors.weights.broadcast import RANKS_PER_ROLLOUT_WORKER
+from actors.weights.broadcast import ranks_per_rollout_worker
 from jobs.core.errors import HintflowError
 from jobs.core.spec import JobSpec
 
@@ -120,6 +120,7 @@ class RolloutPool:
             "generated_tokens": tokens,
             "gen_tokens_per_s": tokens / generate_seconds if generate_seconds else 0.0,
             "cll_seconds": max(s["cll_seconds"] for s in stats),
+            "rollout_replica_mb": max(s["replica_mb"] for s in stats),  # the second copy of the model a worker keeps
             **logprob_gap_metrics([gap for s in stats for gap in s["logprob_gaps"]]),
             **({"engine_replica_cll_max_diff": max(s["engine_replica_cll_max_diff"] for s in stats),
                 "cll_replica_fallbacks": sum(s["cll_replica_fallbacks"] for s in stats)}
@@ -163,12 +164,13 @@ class RolloutPool:
     @property
     def weight_group_size(self) -> int:
         """Learner rank 0 and every worker's ranks (actors/weights/broadcast.py)."""
-        return 1 + RANKS_PER_ROLLOUT_WORKER * len(self.workers)
+        return 1 + ranks_per_rollout_worker(self.spec) * len(self.workers)
 
     def start_joining_weight_group(self, address: str, port: int) -> list[ray.ObjectRef]:
         """Every worker joins the weight group; wait on these together with learner rank 0's join."""
         return [
-            worker.join_weight_group.remote(address, port, 1 + RANKS_PER_ROLLOUT_WORKER * index, self.weight_group_size)
+            worker.join_weight_group.remote(address, port, 1 + ranks_per_rollout_worker(self.spec) * index,
+                                            self.weight_group_size)
             for index, worker in enumerate(self.workers)
         ]
 

@@ -76,6 +76,11 @@ def engine_logits_processors(spec: JobSpec) -> dict:
         from actors.decoding.engine_hinted import PROCESSOR
 
         processors.append(PROCESSOR)
+    if spec.rollout.cll_check == "engine":
+        # After the entropy recorder too: it forces the token whose entropy the recorder has just taken.
+        from actors.decoding.engine_scoring import PROCESSOR
+
+        processors.append(PROCESSOR)
     return {"logits_processors": processors} if processors else {}
 
 
@@ -113,11 +118,24 @@ class RolloutWorker:
         )
         tokenizer = self.llm.get_tokenizer()
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_id
         self.scorer_device = "cuda" if spec.rollout.gpus_per_worker > 0 else "cpu"
-        self.scorer = CLLScorer(
+        # The transformers replica: the check of the engine's CLL, and where CLL of responses the engine did not
+        # sample comes from. rollout.cll_check: engine keeps no replica and scores those on the engine.
+        self.replica = CLLScorer(
             model_path, TORCH_DTYPES[spec.model.dtype], self.scorer_device, spec.rollout.cll_batch_size, pad_id,
             trust_remote_code=spec.model.trust_remote_code, float32_head=spec.model.lm_head_dtype == "float32",
-        )
+        ) if spec.rollout.cll_check == "replica" else None
+        # What the replica holds (its parameters and buffers), reported with every generation: 0 without one.
+        self.replica_mb = 0.0 if self.replica is None else sum(
+            t.numel() * t.element_size() for t in [*self.replica.model.parameters(), *self.replica.model.buffers()]
+        ) / 2**20
+        if self.replica is None:
+            from actors.decoding.engine_scoring import EngineScorer  # imports vLLM: only where the engine runs
+
+            self.scorer = EngineScorer(self.llm, name=str(worker_index))
+        else:
+            self.scorer = self.replica
         # vLLM's first request pays one-time set-up; keep it out of iteration 0's gen_tokens_per_s.
         self.prompt_logprobs([pad_id, pad_id])
 
@@ -179,6 +197,7 @@ class RolloutWorker:
             "generate_seconds": generate_seconds,
             "generated_tokens": sum(len(s.response_token_ids) for s in samples),
             "cll_seconds": time.perf_counter() - started,
+            "replica_mb": self.replica_mb,
             "logprob_gaps": gaps + engine_check.pop("logprob_gaps", []),  # the pool summarises them
             **engine_check,
         }
@@ -204,8 +223,9 @@ class RolloutWorker:
         check = {"cll_replica_fallbacks": len(left), "engine_replica_cll_max_diff": 0.0}
         if scored:
             record_cll(scored, engine_token_stats(scored, entropies))
+        if scored and self.replica:
             probe = dataclasses.replace(scored[0], token_cll=[], cll={}, sequence_logp=None)
-            check["logprob_gaps"] = self.scorer.score([probe])
+            check["logprob_gaps"] = self.replica.score([probe])
             check["engine_replica_cll_max_diff"] = max(
                 (abs(a - b) for a, b in zip(probe.token_cll, scored[0].token_cll)), default=0.0
             )
@@ -262,26 +282,31 @@ class RolloutWorker:
         )
         started = time.perf_counter()
         counter = PhaseCounter("rollout", len(requests))
-        decoding = dict(eos_ids={tokenizer.eos_token_id}, pad_id=self.scorer.pad_id, batch_size=hinted.batch_size,
+        decoding = dict(eos_ids={tokenizer.eos_token_id}, pad_id=self.pad_id, batch_size=hinted.batch_size,
                         on_batch=lambda done, tokens: counter.add(done, tokens))
         fallbacks = []
         if hinted.backend == "engine":
             from actors.decoding.engine_hinted import decode_with_fallback
 
-            results, fallbacks = decode_with_fallback(self.llm, self.scorer.model, tokenizer, requests, sampling,
+            replica_model = self.replica.model if self.replica else None  # None: a pair that comes apart is dropped
+            results, fallbacks = decode_with_fallback(self.llm, replica_model, tokenizer, requests, sampling,
                                                       name=f"{iteration}-{self.worker_index}", **decoding)
         else:
-            results = hinted_decode(self.scorer.model, tokenizer, requests, sampling, **decoding)
+            results = hinted_decode(self.replica.model, tokenizer, requests, sampling, **decoding)
         counter.finish()
         decode_seconds = time.perf_counter() - started
         decoded = [s for s in samples if s.dropped is None]
         for sample, result in zip(decoded, results):
+            if result is None:  # came apart on the engine, and no replica to redo it on
+                sample.dropped = "pair_apart"
+                continue
             sample.response_token_ids = result.token_ids
             sample.response = tokenizer.decode(result.token_ids, skip_special_tokens=True)
             sample.finish_reason = result.finish_reason
             if result.finish_reason == "repetition":
                 sample.dropped = "repetition"
         self.scorer.score([s for s in decoded if s.response_token_ids])
+        results = [r for r in results if r is not None]
         tokens = sum(len(r.token_ids) for r in results)
         return samples, {
             "hinted_analysis_seconds": analysis_seconds,
@@ -325,24 +350,32 @@ class RolloutWorker:
         self.llm.collective_rpc("hintflow_load_weights", args=(payload,))
         # Cached prefixes hold KV computed with the old weights.
         self.llm.reset_prefix_cache()
-        self.scorer.load_weights(decode_weights(payload))
+        if self.replica:
+            self.replica.load_weights(decode_weights(payload))
         return len(payload)
 
     def join_weight_group(self, address: str, port: int, first_rank: int, world_size: int) -> None:
-        """The engine worker joins the weight broadcast group as `first_rank`, the replica as the next rank."""
+        """The engine worker joins the weight broadcast group as `first_rank`, the replica (if any) as the next rank."""
+        if not self.replica:
+            self.llm.collective_rpc("hintflow_join_weight_group", args=(address, port, first_rank, world_size))
+            return
         with ThreadPoolExecutor(1) as replica_side:  # both joins wait for each other: one must run aside
             replica = replica_side.submit(open_group, address, port, first_rank + 1, world_size, self.scorer_device)
             self.llm.collective_rpc("hintflow_join_weight_group", args=(address, port, first_rank, world_size))
             self.weight_group = replica.result()
 
     def receive_weights(self) -> int:
-        """The weights the learner is broadcasting, into the engine and the replica; returns the payload's bytes."""
+        """The weights the learner is broadcasting, into the engine and the replica (if any); returns the bytes."""
+        if not self.replica:
+            received = self.llm.collective_rpc("hintflow_receive_weights")[0]
+            self.llm.reset_prefix_cache()
+            return received
         with ThreadPoolExecutor(1) as replica_side:
             received = replica_side.submit(receive_payload, self.weight_group, self.scorer_device)
             self.llm.collective_rpc("hintflow_receive_weights")
             buffer = received.result()
         self.llm.reset_prefix_cache()
-        self.scorer.load_weights(decode_weights_buffer(buffer))
+        self.replica.load_weights(decode_weights_buffer(buffer))
         return buffer.numel()
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:

@@ -130,9 +130,12 @@ def main(argv=None) -> int:
                             text=True).stdout.strip()
     samples: list[dict] = []
     started = time.monotonic()
-    with local_cluster(nodes=1, cpus_per_node=os.cpu_count() or 2) as cluster:
+    out.mkdir(parents=True, exist_ok=True)
+    # stderr to a file: a pipe nobody reads for 30 minutes fills up, and the job would block on it.
+    with local_cluster(nodes=1, cpus_per_node=os.cpu_count() or 2) as cluster, \
+            open(out / "job.stderr", "w+") as stderr:
         job = subprocess.Popen(command, cwd=REPO, env=cluster.job_env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=stderr, text=True, start_new_session=True)
         stopped = False
         while job.poll() is None:
             time.sleep(2)
@@ -149,12 +152,12 @@ def main(argv=None) -> int:
             if not stopped and time.monotonic() - started > args.minutes * 60:
                 job.send_signal(signal.SIGTERM)  # the graceful stop: a checkpoint, then exit 143
                 stopped = True
-        error = job.stderr.read()
+        stderr.seek(0)
+        error = stderr.read()
     broken = verdicts(samples)
     result = {"commit": commit, "command": command, "bounds": {"rss_growth": RSS_GROWTH, "files_growth": FILES_GROWTH,
               "store_growth_mb": STORE_GROWTH_MB, "warmup": WARMUP}, "job_exit": job.returncode,
               "job_stderr": error[-2000:], "samples": samples, "broken": broken, "ok": not broken}
-    out.mkdir(parents=True, exist_ok=True)
     (out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
     print(table(samples))
     print(f"[soak] {len(samples)} iterations in {(time.monotonic() - started) / 60:.1f} min at {commit}; "

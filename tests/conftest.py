@@ -96,6 +96,17 @@ def hinted_replica_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def hinted_engine_only_run(tmp_path_factory):
+    """configs/hinted_idft.yaml for 2 iterations with rollout.cll_check: engine (no replica in the workers) and no
+    eval: (out dir, metrics)."""
+    out = tmp_path_factory.mktemp("hinted-engine-only")
+    result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(out), "--set", "iterations=2",
+                     "checkpoint.every=1", "rollout.cll_check=engine", "eval.every=0")
+    assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return out, [m for m in read_jsonl(out / "metrics.jsonl") if m.get("kind") != "eval"]
+
+
+@pytest.fixture(scope="session")
 def tokenizer(tiny_model):
     """The tiny model's tokenizer."""
     from transformers import AutoTokenizer

@@ -6,6 +6,11 @@
 prints one line `RESULTS=<json>`: per request the engine's result (None where its pair came apart), the
 replica's, and the combined result of decode_with_fallback with the fallback reasons. --blocks gives the
 engine a KV cache of N blocks, small enough to preempt rows and pull pairs apart.
+
+The engine carries every logits processor a worker with rollout.cll_check: engine has (entropy recorder,
+Hinted Decoding mixer, forced tokens), and, without --blocks, the script also scores responses the engine
+did not sample (each pair's rewrite under the plain prompt, and a written text) by forced decoding on the
+engine (actors/decoding/engine_scoring.py) and teacher-forced on the replica (CLLScorer): `scored`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from vllm import LLM
 
+    from actors.decoding.cll_scorer import CLLScorer
+    from actors.decoding.engine_entropy import PROCESSOR as RECORDER
     from actors.decoding.engine_hinted import PROCESSOR, decode_on_engine, decode_with_fallback
+    from actors.decoding.engine_scoring import PROCESSOR as FORCED, EngineScorer
+    from jobs.core.records import Sample
     from actors.decoding.hinted_decoding import HintedRequest, HintedSampling, hinted_decode
     from actors.weights.vllm_receiver import WORKER_EXTENSION
 
@@ -48,7 +57,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     replica = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     llm = LLM(model=args.model, dtype="float32", max_model_len=256, enforce_eager=True, seed=0,
-              worker_extension_cls=WORKER_EXTENSION, logits_processors=[PROCESSOR], enable_chunked_prefill=False,
+              worker_extension_cls=WORKER_EXTENSION, logits_processors=[RECORDER, PROCESSOR, FORCED], enable_chunked_prefill=False,
               max_num_batched_tokens=4096, **({"num_gpu_blocks_override": args.blocks} if args.blocks else {}))
     requests = [HintedRequest(hint_ids=tokenizer(q + " Reference: add the two. ### Solution").input_ids,
                               student_ids=tokenizer(q).input_ids, seed=1000 + i)
@@ -63,8 +72,20 @@ def main() -> None:
     combined, fallback_reasons = decode_with_fallback(llm, replica, tokenizer, requests, sampling, eos_ids=eos,
                                                       pad_id=pad, batch_size=4, name="combined")
     alone = hinted_decode(replica, tokenizer, requests, sampling, eos_ids=eos, pad_id=pad, batch_size=4)
+    scored = {}
+    if not args.blocks:
+        written = tokenizer(" Add them: the answer is 3.", add_special_tokens=False).input_ids
+        texts = [(r.student_ids, result.token_ids) for r, result in zip(requests, alone)] + [
+            (requests[0].student_ids, written)]
+        for name, scorer in (("engine", EngineScorer(llm, "test")), ("replica", CLLScorer(args.model, torch.float32,
+                                                                                           "cpu", 4, pad))):
+            samples = [Sample(iteration=0, prompt_index=i, prompt="", prompt_token_ids=list(prompt),
+                              response="", response_token_ids=list(response), finish_reason="")
+                       for i, (prompt, response) in enumerate(texts)]
+            scorer.score(samples)
+            scored[name] = [{"token_cll": s.token_cll, "sequence_logp": s.sequence_logp, "cll": s.cll} for s in samples]
     print("RESULTS=" + json.dumps({"engine": [result_dict(r) for r in engine], "reasons": reasons,
-                                   "replica": [result_dict(r) for r in alone],
+                                   "replica": [result_dict(r) for r in alone], "scored": scored,
                                    "combined": [result_dict(r) for r in combined], "fallbacks": fallback_reasons}))
 
 

@@ -5,7 +5,9 @@ Same requests, same seeds, float32: the engine path must draw the same tokens, w
 and the same mixed log-prob of every chosen token (within 1e-4), on Llama (rotary positions) and on
 GPT-2 (learned absolute positions). A KV cache too small for every row preempts rows and pulls
 pairs apart: those pairs are decoded again on the replica, counted, and the result is what the
-replica alone gives. Each engine runs in a fresh process (tests/engine_hinted_run.py).
+replica alone gives. The same engine scores responses it did not sample by forced decoding
+(rollout.cll_check: engine), which must give the replica's CLL. Each engine runs in a fresh process
+(tests/engine_hinted_run.py).
 """
 
 from __future__ import annotations
@@ -72,6 +74,14 @@ def test_the_engine_draws_what_the_replica_draws(model, request):
     lambdas = [lam for r in got["replica"] for lam in r["lambdas"]]
     assert all(r["lambdas"][0] == 0.0 for r in got["replica"]) and any(0.0 < lam < 1.0 for lam in lambdas)
     assert any(r["switched_at"] for r in got["replica"]) and 1.0 in lambdas
+    # rollout.cll_check engine: CLL of responses the engine did not sample (the rewrites under the plain prompt, a
+    # written text), by forced decoding on the engine, is the replica's teacher-forced CLL, token by token.
+    engine, replica = got["scored"]["engine"], got["scored"]["replica"]
+    assert len(engine) == len(got["replica"]) + 1 and all(s["token_cll"] for s in engine)
+    for forced, teacher_forced in zip(engine, replica):
+        assert len(forced["token_cll"]) == len(teacher_forced["token_cll"])
+        assert max(abs(a - b) for a, b in zip(forced["token_cll"], teacher_forced["token_cll"])) < 1e-4
+        assert abs(forced["sequence_logp"] - teacher_forced["sequence_logp"]) < 1e-4
 
 
 def test_pairs_the_scheduler_pulls_apart_are_decoded_again_on_the_replica(llama):

@@ -43,11 +43,16 @@ def test_every_stage_ran_and_is_counted(hinted_run):
     assert any(m["loss"] is not None and m["kept_hinted"] > 0 for m in metrics)  # IDFT trained on rewrites
 
 
+RUNS = {"engine": "hinted_run", "replica": "hinted_replica_run", "engine-no-replica": "hinted_engine_only_run"}
+
+
 @pytest.mark.parametrize("iteration", [0, 1])
-@pytest.mark.parametrize("backend", ["engine", "replica"])
+@pytest.mark.parametrize("backend", list(RUNS))
 def test_rewrites_were_decoded_with_the_weights_the_engines_held(backend, iteration, request):
     """Replay Hinted Decoding here (the replica implementation), under the weights each iteration should have used,
-    for a run of each backend (the quickstart's config runs the engine's).
+    for a run of each backend (the quickstart's config runs the engine's), and for the engine backend with
+    rollout.cll_check: engine, whose workers hold no replica: the rewrites' and references' CLL then come from the
+    engine by forced decoding.
 
     Iteration 1 must have used the weights synced after iteration 0 (checkpoints/iter-0): replaying
     with them reproduces every token, and replaying with the initial weights does not.
@@ -59,13 +64,18 @@ def test_rewrites_were_decoded_with_the_weights_the_engines_held(backend, iterat
     from jobs.core.data import load_prompts
     from jobs.core.spec import load_spec
 
-    out, metrics = request.getfixturevalue("hinted_run" if backend == "engine" else "hinted_replica_run")
+    out, metrics = request.getfixturevalue(RUNS[backend])
     spec = load_spec(out / "spec.yaml")
-    assert spec.rollout.hinted.backend == backend
+    assert spec.rollout.hinted.backend == backend.removesuffix("-no-replica")
+    no_replica = backend == "engine-no-replica"
+    assert spec.rollout.cll_check == ("engine" if no_replica else "replica")
+    # The second copy of the model each worker holds: none without the replica.
+    assert all((m["rollout_replica_mb"] == 0) == no_replica for m in metrics if "rollout_replica_mb" in m), metrics
+    assert any("rollout_replica_mb" in m for m in metrics)
     # The engine backend decoded every pair itself (a fallback would have been the replica's work); the replica
     # backend has no fallbacks to count.
     fallbacks = [m.get("hinted_engine_fallbacks") for m in metrics]
-    if backend == "engine":  # None: an iteration with every problem solved on the first try hints nothing
+    if backend != "replica":  # None: an iteration with every problem solved on the first try hints nothing
         assert 0 in fallbacks and set(fallbacks) <= {0, None}, fallbacks
     else:
         assert set(fallbacks) == {None}, fallbacks
@@ -94,9 +104,11 @@ def test_rewrites_were_decoded_with_the_weights_the_engines_held(backend, iterat
     if iteration == 1:
         _, stale = replay(initial)
         assert stale != tokens
-    # Their CLL is the plain-prompt CLL under those same weights.
-    for s in rewrites:
+    # Their CLL is the plain-prompt CLL under those same weights; so is the references' (the dataset's own text).
+    references = [s for s in read_jsonl(out / "samples" / f"iter-{iteration}.jsonl") if s["source"] == "reference"]
+    for s in rewrites + references[:4]:
         expected = [logp + h for logp, h in independent_token_stats(model, s["prompt_token_ids"], s["response_token_ids"])]
+        assert len(s["token_cll"]) == len(expected)
         assert max(abs(a - b) for a, b in zip(s["token_cll"], expected)) < 1e-4
 
 

@@ -10,7 +10,8 @@ distributions of its two streams.
 Since rollout.cll_from: engine (the default) the engine records the entropies while it samples
 (actors/decoding/engine_entropy.py) and `record_cll` turns them into CLL; this replica then scores
 only one sample per worker and iteration, as the check, plus anything the engine could not
-record. Cost: one extra copy of the policy weights per rollout worker. Each sample's
+record. Cost: one extra copy of the policy weights per rollout worker; rollout.cll_check: engine
+keeps none and scores on the engine instead (actors/decoding/engine_scoring.py). Each sample's
 `engine_logprobs` (vLLM's own log p of the sampled tokens) is checked against
 the replica's, token by token: the mean, p99 and largest absolute difference over an
 iteration's checked tokens are `engine_scorer_logprob_{mean,p99,max}_diff`

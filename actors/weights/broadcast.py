@@ -1,8 +1,8 @@
 """The weights as one flat buffer, broadcast from learner rank 0 to every engine worker and CLL replica.
 
 A process group of its own, apart from DeepSpeed's: learner rank 0 is rank 0 and hosts the
-rendezvous store; each rollout worker brings two ranks, its vLLM engine worker and its CLL
-replica (`RANKS_PER_ROLLOUT_WORKER`). The backend follows the device: gloo on CPU, NCCL on GPU,
+rendezvous store; each rollout worker brings its vLLM engine worker and, when it keeps one, its
+CLL replica (`ranks_per_rollout_worker`). The backend follows the device: gloo on CPU, NCCL on GPU,
 so the same code runs in the CPU suite and on a GPU node.
 
 What travels is the payload the object-store path sends (actors/weights/payload.py: safetensors,
@@ -21,7 +21,12 @@ import socket
 import torch
 import torch.distributed as dist
 
-RANKS_PER_ROLLOUT_WORKER = 2  # the engine worker (tensor parallelism is not used) and the CLL replica
+
+
+def ranks_per_rollout_worker(spec) -> int:
+    """The engine worker (tensor parallelism is not used), and the CLL replica when the worker keeps one."""
+    return 2 if spec.rollout.cll_check == "replica" else 1
+
 GROUP_TIMEOUT = datetime.timedelta(seconds=300)
 
 

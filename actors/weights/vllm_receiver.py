@@ -35,9 +35,9 @@ class WeightReceiver:
         from actors.weights.broadcast import receive_payload
         from actors.weights.payload import decode_weights_buffer
 
-        state_dict = decode_weights_buffer(receive_payload(self.hintflow_weight_group, self.device))
-        self.reload_weights(weights_iterator=iter(state_dict.items()), is_checkpoint_format=True)
-        return len(state_dict)
+        buffer = receive_payload(self.hintflow_weight_group, self.device)
+        self.reload_weights(weights_iterator=iter(decode_weights_buffer(buffer).items()), is_checkpoint_format=True)
+        return buffer.numel()  # the payload's bytes
 
     def hintflow_take_entropies(self, keys: list[str]) -> dict[str, dict[int, float]]:
         from actors.decoding.engine_entropy import EntropyRecorder

@@ -107,8 +107,26 @@ class RolloutSpec(Section):
         "(actors/decoding/engine_entropy.py), and one sample per worker and iteration is re-scored on the replica as a check. "
         "replica: every sample is scored teacher-forced on the transformers replica.",
     )
+    cll_check: Literal["replica", "engine"] = Field(
+        "replica", description="replica: each worker keeps a transformers copy of the policy, re-scores one sample "
+        "per iteration on it as the check of the engine's CLL, and scores there what the engine did not sample. "
+        "engine: no copy; CLL of given responses (references, hinted rewrites) comes from the engine by forced "
+        "decoding (actors/decoding/engine_scoring.py). Needs cll_from: engine, and hinted.backend: engine in the "
+        "hinted and rewrite modes; a Hinted Decoding pair that comes apart is then dropped, not redone.",
+    )
     engine: EngineSpec = Field(default_factory=EngineSpec)
     hinted: HintedSpec = Field(default_factory=HintedSpec)
+
+    @model_validator(mode="after")
+    def _engine_check_needs_the_engine_everywhere(self) -> "RolloutSpec":
+        if self.cll_check == "engine":
+            if self.cll_from != "engine":
+                raise ValueError("rollout.cll_check engine needs rollout.cll_from: engine (there is no replica to "
+                                 "score on)")
+            if self.mode in ("hinted", "rewrite") and self.hinted.backend != "engine":
+                raise ValueError(f"rollout.cll_check engine needs rollout.hinted.backend: engine in mode {self.mode} "
+                                 "(the replica backend decodes on the replica)")
+        return self
 
     @model_validator(mode="after")
     def _engine_defaults_follow_the_device(self) -> "RolloutSpec":
