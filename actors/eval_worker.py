@@ -49,6 +49,9 @@ class EvalWorker(RolloutWorker):
     ):
         from transformers import AutoModelForCausalLM
 
+        # The forgetting metrics run the current weights in transformers beside the base: the eval actor keeps its
+        # replica whatever rollout.cll_check says (its weights come through the object store, never the broadcast).
+        spec = spec.model_copy(update={"rollout": spec.rollout.model_copy(update={"cll_check": "replica"})})
         super().__init__(spec, model_path, EVAL_WORKER_INDEX)
         device = "cuda" if spec.eval.gpus > 0 else "cpu"
         self.base = AutoModelForCausalLM.from_pretrained(

@@ -6,7 +6,9 @@ In-job: `seconds_to_first_iteration` of the first metrics row: from the start of
 run (before the model is resolved, the prompts tokenized and Ray started) to the moment the
 first iteration begins, every actor ready. Baseline: bench/actor_start_alone.py starts a private
 Ray session (timed) and then each of the job's actors alone with the project's own classes; the
-baseline is Ray's start plus the slowest of those actors. Ratio = in-job ÷ baseline. The figure
+baseline is Ray's start plus the slowest of those actors. Ratio = in-job ÷ baseline. Beside it,
+`ratio_to_floor`: in-job ÷ the same actors' work started together in bare Ray actors
+(bench/actor_start_together.py), the floor on this machine. The figure
 is the quickstart (2 rollout workers, 2 learner ranks, reward and eval actors, all starting at
 once on 2 cores); the 1-worker, 1-rank loop is reported beside it against the same actors
 alone. Target <= 1.3.
@@ -30,7 +32,7 @@ from bench.results import figure, main_for, spread
 NAME, TARGET = "time_to_first_iteration", "<= 1.3"
 
 
-def start_numbers(run: JobRun, alone: dict) -> dict:
+def start_numbers(run: JobRun, alone: dict, together: dict | None = None) -> dict:
     in_job = run.rows[0].get("seconds_to_first_iteration") if run.rows else None
     roles = {role_of(label) for label in run.ready}
     ready_alone = {role: seconds for role, seconds in alone["ready_seconds"].items() if role in roles}
@@ -54,24 +56,31 @@ def start_numbers(run: JobRun, alone: dict) -> dict:
         "actors": len(run.ready),
         "sum_of_alone_over_cores_seconds": alone["ray_init_seconds"] + summed / machine_cores(),
         "ratio": ratio(in_job, baseline),
+        # The floor: the same actors' work started together, with none of hintflow's actor classes
+        # (bench/actor_start_together.py); what no change to hintflow's own code could beat here.
+        "together_seconds": together["together_seconds"] if together else None,
+        "together_ready_seconds": together["ready_seconds"] if together else None,
+        "ratio_to_floor": ratio(in_job, together["together_seconds"]) if together else None,
     }
 
 
-def quickstart_starts(bench: Bench) -> list[tuple[JobRun, dict]]:
-    """(start, baseline) pairs, each baseline run right after its start."""
+def quickstart_starts(bench: Bench) -> list[tuple[JobRun, dict, dict]]:
+    """(start, baseline, floor) triples, each baseline and floor run right after its start."""
     first = bench.need(bench.quickstart())
-    pairs = []
+    triples = []
     for k in range(bench.sizes["start_repeats"]):
         run = first if k == 0 else bench.need(bench.job(f"quickstart-start{k + 1}", QUICKSTART, ["iterations=1"]))
         # Always the first start's folder: its spec and placement.json are what the actors are started with.
-        pairs.append((run, run_script("actor_start_alone.py", ["--run", str(first.out_dir)], log=bench.log)))
-    return pairs
+        folder = ["--run", str(first.out_dir)]
+        triples.append((run, run_script("actor_start_alone.py", folder, log=bench.log),
+                        run_script("actor_start_together.py", folder, log=bench.log)))
+    return triples
 
 
 def measure(bench: Bench) -> dict:
-    pairs = quickstart_starts(bench)
-    starts = [start_numbers(run, alone) for run, alone in pairs]
-    first_alone = pairs[0][1]
+    triples = quickstart_starts(bench)
+    starts = [start_numbers(run, alone, together) for run, alone, together in triples]
+    first_alone = triples[0][1]
     # "quickstart" keeps the first pair where readers before repeats found the figure's numbers.
     raw = {"quickstart": starts[0], "quickstart_starts": starts,
            "onpolicy_1_worker": start_numbers(bench.need(bench.base()), first_alone),
@@ -87,8 +96,11 @@ def measure(bench: Bench) -> dict:
     def seconds(numbers: dict) -> str:
         return "-" if numbers["median"] is None else f"{numbers['median']:.1f}s"
 
+    floor = spread(s["together_seconds"] for s in starts)
+    raw["together_seconds"], raw["ratio_to_floor"] = floor, spread(s["ratio_to_floor"] for s in starts)
     headline = (f"{seconds(in_job)} vs {seconds(baseline)} ({' / '.join(sorted(map(str, slowest)))} alone + Ray), "
-                f"medians of {len(starts)} starts")
+                f"medians of {len(starts)} starts; floor (the same actors together, no hintflow actors) "
+                f"{seconds(floor)}: {raw['ratio_to_floor']['median']} of it")
     return figure([s["ratio"] for s in starts], TARGET, raw, notes, headline=headline)
 
 

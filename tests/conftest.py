@@ -97,11 +97,11 @@ def hinted_replica_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hinted_engine_only_run(tmp_path_factory):
-    """configs/hinted_idft.yaml for 2 iterations with rollout.cll_check: engine (no replica in the workers) and no
-    eval: (out dir, metrics)."""
+    """configs/hinted_idft.yaml for 2 iterations with rollout.cll_check: engine (no replica in the rollout workers;
+    the eval actor keeps its own for the forgetting metrics): (out dir, training metrics)."""
     out = tmp_path_factory.mktemp("hinted-engine-only")
     result = run_cli("configs/hinted_idft.yaml", "--output-dir", str(out), "--set", "iterations=2",
-                     "checkpoint.every=1", "rollout.cll_check=engine", "eval.every=0")
+                     "checkpoint.every=1", "rollout.cll_check=engine", "eval.max_wait_seconds=600")
     assert result.returncode == 0, f"job failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return out, [m for m in read_jsonl(out / "metrics.jsonl") if m.get("kind") != "eval"]
 

@@ -72,6 +72,9 @@ def test_rewrites_were_decoded_with_the_weights_the_engines_held(backend, iterat
     # The second copy of the model each worker holds: none without the replica.
     assert all((m["rollout_replica_mb"] == 0) == no_replica for m in metrics if "rollout_replica_mb" in m), metrics
     assert any("rollout_replica_mb" in m for m in metrics)
+    if no_replica:  # the eval actor still measures forgetting (it keeps a replica of its own for that)
+        evals = [m for m in read_jsonl(out / "metrics.jsonl") if m.get("kind") == "eval"]
+        assert [m["iteration"] for m in evals] == [-1, 0] and all("forget_kl" in m for m in evals), evals
     # The engine backend decoded every pair itself (a fallback would have been the replica's work); the replica
     # backend has no fallbacks to count.
     fallbacks = [m.get("hinted_engine_fallbacks") for m in metrics]

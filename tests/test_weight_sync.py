@@ -38,15 +38,16 @@ def max_diff(a: list[float], b: list[float]) -> float:
 
 
 @pytest.mark.parametrize(
-    "engine_in_own_process, tied, zero_stage, lora",
-    [(False, False, 2, False), (True, False, 3, True), (False, True, 3, False)],
-    # ZeRO-3 with tied embeddings: the gather must send the shared matrix once and the engine tie it again.
+    "engine_in_own_process, tied, zero_stage, lora, cll_check",
+    [(False, False, 2, False, "replica"), (True, False, 3, True, "replica"), (False, True, 3, False, "engine")],
+    # ZeRO-3 with tied embeddings: the gather must send the shared matrix once and the engine tie it again; its
+    # worker keeps no replica (rollout.cll_check: engine), so the broadcast group has one rank per worker.
     # LoRA on ZeRO-3: the learner trains sharded adapters on a sharded base, the engine must get base + B·A
     # (LoRA on stage 0-2 runs end to end in test_lora_job.py).
-    ids=["engine-in-actor", "engine-in-subprocess-lora-zero3", "tied-embeddings-zero3"],
+    ids=["engine-in-actor", "engine-in-subprocess-lora-zero3", "tied-embeddings-zero3-no-replica"],
 )
 def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
-    local_ray, request, tmp_path, engine_in_own_process, tied, zero_stage, lora
+    local_ray, request, tmp_path, engine_in_own_process, tied, zero_stage, lora, cll_check
 ):
     """The object-store path, then the broadcast path (gloo here) twice on the same actors: the second
     broadcast goes through the group the first one formed."""
@@ -62,6 +63,7 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
                 "samples_per_prompt": 2,
                 "max_new_tokens": 16,
                 "engine": {"multiprocessing": engine_in_own_process},
+                "cll_check": cll_check,
             },
             # threshold 0: every tiny-model tensor is sharded under ZeRO-3, none kept whole
             "learner": {"ranks": 2, "zero_stage": zero_stage, "zero_options": {"stage3_param_persistence_threshold": 0}},
@@ -105,6 +107,7 @@ def test_rollout_logprobs_equal_learner_after_sync_and_differ_before(
         _, generation = rollout.generate([long_prompt], iteration=0)
         # The CLL replica never caches; it agrees with the engine only if the engine's cache was reset.
         assert generation["engine_scorer_logprob_max_diff"] < TOLERANCE
+        assert (generation["rollout_replica_mb"] > 0) == (cll_check == "replica")
 
         broadcast = BroadcastWeightSync()
         learner_before = learner_after

@@ -260,13 +260,14 @@ def decode_with_fallback(llm, replica, tokenizer, requests: list[HintedRequest],
                          eos_ids: set[int], pad_id: int, batch_size: int, name: str,
                          on_batch=None) -> tuple[list[HintedResult], list[str]]:
     """Every request decoded on the engine; the pairs that came apart decoded again on the replica (same seeds:
-    what the replica path alone would have given them). Returns the results and why each fallback was needed."""
+    what the replica path alone would have given them), or left None when there is no replica (rollout.cll_check:
+    engine). Returns the results and why each fallback was needed."""
     results, reasons = decode_on_engine(llm, requests, sampling, eos_ids, name)
     if on_batch:
         done = [r for r in results if r is not None]
         on_batch(len(done), sum(len(r.token_ids) for r in done))
     redo = [i for i, result in enumerate(results) if result is None]
-    if redo:
+    if redo and replica is not None:
         again = hinted_decode(replica, tokenizer, [requests[i] for i in redo], sampling, eos_ids=eos_ids,
                               pad_id=pad_id, batch_size=batch_size, on_batch=on_batch)
         for i, result in zip(redo, again):

@@ -9,7 +9,8 @@
                   metrics show how far the reference sits from the policy beside what is kept
 
 Every sample is recorded; those not trained on carry `dropped` ("wrong", "no_header",
-"repetition", "cll").
+"repetition", "cll", and "pair_apart": a Hinted Decoding pair that came apart in the engine, with no
+replica to redo it on).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def answer_first(attempts, prompts, rollout, rewards, spec: JobSpec, tokenizer, 
         "dropped_fraction": sum(s.dropped is not None for s in everything) / len(everything),
         "kept_hinted": sum(s.source != "on_policy" for s in kept),
         **{f"dropped_{reason}": sum(s.dropped == reason for s in everything)
-           for reason in ("wrong", "no_header", "repetition", "cll")},
+           for reason in ("wrong", "no_header", "repetition", "cll", "pair_apart")},
         "kept_cll_mean": mean_or_none([s.cll["avg_cll"] for s in kept]),
         "hinted_cll_mean": mean_or_none([s.cll["avg_cll"] for s in decoded]),
         "reference_cll_mean": mean_or_none([r.cll["avg_cll"] for r in references]),
