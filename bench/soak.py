@@ -93,7 +93,7 @@ def verdicts(samples: list[dict]) -> list[str]:
             allowed = max(RSS_GROWTH[0] * first[key], RSS_GROWTH[1])
             if last[key] - first[key] > allowed:
                 broken.append(f"{key} grew {first[key]:.0f} -> {last[key]:.0f} MiB (bound +{allowed:.0f})")
-    if last["open_files"] - first["open_files"] > FILES_GROWTH:
+    if None not in (first["open_files"], last["open_files"]) and last["open_files"] - first["open_files"] > FILES_GROWTH:
         broken.append(f"open files grew {first['open_files']} -> {last['open_files']} (bound +{FILES_GROWTH})")
     if first["object_store_mb"] is not None and last["object_store_mb"] is not None and \
             last["object_store_mb"] - first["object_store_mb"] > STORE_GROWTH_MB:
@@ -111,7 +111,7 @@ def table(samples: list[dict]) -> str:
             store = "-" if s["object_store_mb"] is None else f"{s['object_store_mb']:.1f}"
             lines.append(f"| {s['iteration']} | {s['seconds'] / 60:.1f} | "
                          + " | ".join("-" if s.get(r) is None else f"{s[r]:.0f}" for r in roles)
-                         + f" | {s['open_files']} | {store} |")
+                         + f" | {'-' if s['open_files'] is None else s['open_files']} | {store} |")
     return "\n".join(lines)
 
 
@@ -136,17 +136,23 @@ def main(argv=None) -> int:
             open(out / "job.stderr", "w+") as stderr:
         job = subprocess.Popen(command, cwd=REPO, env=cluster.job_env, stdout=subprocess.DEVNULL,
                                stderr=stderr, text=True, start_new_session=True)
-        stopped = False
-        while job.poll() is None:
-            time.sleep(2)
+        stopped, running, probe = False, True, {"open_files": None, "object_store_mb": None}
+        while running:
+            running = job.poll() is None  # one more pass after the job ends: rows written since the last one
+            time.sleep(2 if running else 0)
             rows = rows_of(out / "job" / "metrics.jsonl")
-            for row in rows[len(samples):]:
+            if len(rows) > len(samples) and running:
+                # Measured once per pass, not per row: `ray memory` takes seconds, and late iterations of the
+                # tiny model take under one, so per-row probes would fall behind the job. Every row of a pass
+                # gets the pass's figures; its RSS columns are the job's own, per iteration.
                 pids = descendants(os.getpid()) - {os.getpid()}  # the cluster's processes and the job's
+                probe = {"open_files": open_files(pids), "object_store_mb": object_store_mb(cluster)}
+            for row in rows[len(samples):]:
                 samples.append({
                     "iteration": row["iteration"], "seconds": round(time.monotonic() - started, 1),
                     **{key.replace("peak_rss_mb_", "rss_mb_"): value for key, value in row.items()
                        if key.startswith("peak_rss_mb_")},
-                    "open_files": open_files(pids), "object_store_mb": object_store_mb(cluster),
+                    **probe,
                 })
                 print(f"[soak] iteration {row['iteration']}: {samples[-1]}", flush=True)
             if not stopped and time.monotonic() - started > args.minutes * 60:
