@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +131,9 @@ def main(argv=None) -> int:
                             text=True).stdout.strip()
     samples: list[dict] = []
     started = time.monotonic()
+    # The job's --overwrite clears its folder only once it starts: until then an earlier run's metrics.jsonl
+    # would be read as this one's.
+    shutil.rmtree(out / "job", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     # stderr to a file: a pipe nobody reads for 30 minutes fills up, and the job would block on it.
     with local_cluster(nodes=1, cpus_per_node=os.cpu_count() or 2) as cluster, \
