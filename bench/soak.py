@@ -123,7 +123,12 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--config", default="configs/hinted_idft.yaml")
     parser.add_argument("--out", default=str(REPO / "runs" / "soak"))
+    parser.add_argument("--table", metavar="SOAK_JSON", help="run nothing: print the table of a finished run's soak.json "
+                        "(docs/operations.md's comes from docs/results/soak.json)")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())["samples"]))
+        return 0
     out = Path(args.out).resolve()
     command = [sys.executable, "-m", "jobs.run", args.config, "--output-dir", str(out / "job"), "--overwrite",
                "--set", f"iterations={args.iterations}", "checkpoint.every=10"]
