@@ -179,7 +179,8 @@ def test_two_jobs_share_the_cluster_a_third_waits_then_fails_and_ray_job_stop_le
          "--runtime-env-json", runtime_env, "--submission-id", ids[stopped], "--", *entrypoint,
          "iterations=100000", "--output-dir", str(stopped)],
         cwd=REPO, env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    result = submit(ray_cluster, *entrypoint, "iterations=4", "--output-dir", str(finishing),
+    # 30 iterations: in the full suite a 4-iteration job ended before the third job was refused.
+    result = submit(ray_cluster, *entrypoint, "iterations=30", "--output-dir", str(finishing),
                     runtime_env=json.loads(runtime_env), options=("--no-wait", "--submission-id", ids[finishing]),
                     timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -215,5 +216,5 @@ def test_two_jobs_share_the_cluster_a_third_waits_then_fails_and_ray_job_stop_le
     assert (checkpoint / "model.safetensors").is_file()
 
     assert wait_for_job(ray_cluster, ids[finishing]) == "SUCCEEDED", logs()
-    assert [m["iteration"] for m in read_jsonl(finishing / "metrics.jsonl")] == list(range(4))
-    assert (finishing / "checkpoints" / "iter-3" / "model.safetensors").is_file()
+    assert [m["iteration"] for m in read_jsonl(finishing / "metrics.jsonl")] == list(range(30))
+    assert (finishing / "checkpoints" / "iter-29" / "model.safetensors").is_file()
