@@ -76,25 +76,26 @@ def stop_block(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def wait_for_nodes(gcs: str, env: dict, count: int) -> list[dict]:
-    """Every alive node (id and CPUs) once `count` have joined, head first (the client's own node)."""
+def wait_for_nodes(gcs: str, env: dict, count: int, prefix: list[str] | None = None) -> list[dict]:
+    """Every alive node (id, CPUs, address) once `count` have joined, head first. `prefix`: what the asking
+    process runs under (`ip netns exec NS` for a cluster in namespaces)."""
     script = (
         "import json, time, ray\n"
         f"ray.init(address={gcs!r}, logging_level='ERROR')\n"
-        "head = ray.get_runtime_context().get_node_id()\n"
         f"deadline = time.time() + {START_TIMEOUT_S}\n"
         "while True:\n"
         "    nodes = [n for n in ray.nodes() if n['Alive']]\n"
         f"    if len(nodes) >= {count} or time.time() > deadline: break\n"
         "    time.sleep(0.5)\n"
-        "nodes.sort(key=lambda n: n['NodeID'] != head)\n"
-        "print('NODES=' + json.dumps([{'id': n['NodeID'], 'cpus': n['Resources'].get('CPU', 0)} for n in nodes]))\n"
+        "nodes.sort(key=lambda n: not n['Resources'].get('node:__internal_head__'))\n"
+        "print('NODES=' + json.dumps([{'id': n['NodeID'], 'cpus': n['Resources'].get('CPU', 0),\n"
+        "                             'address': n['NodeManagerAddress']} for n in nodes]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                            timeout=START_TIMEOUT_S + 60)
+    result = subprocess.run([*(prefix or []), sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=START_TIMEOUT_S + 60)
     lines = [line for line in result.stdout.splitlines() if line.startswith("NODES=")]
     if not lines:
-        raise RuntimeError(f"the local Ray cluster did not answer:\n{result.stderr[-2000:]}")
+        raise RuntimeError(f"the Ray cluster did not answer:\n{result.stderr[-2000:]}")
     nodes = json.loads(lines[-1].removeprefix("NODES="))
     if len(nodes) < count:
         raise RuntimeError(f"only {len(nodes)} of {count} Ray nodes came up")
@@ -263,12 +264,12 @@ def hosts_cluster(cpus_per_node: float = 2) -> Iterator[HostsCluster]:
                               f"--node-ip-address={addresses[0]}", "--include-dashboard=false",
                               f"--temp-dir={workdir / 'tmp'}", *common]),
             env=head_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        wait_for_hosts(hosts[0], env, 1)
+        wait_for_nodes(env["RAY_ADDRESS"], env, 1, hosts[0].command([]))
         processes.append(subprocess.Popen(
             hosts[1].command([str(VENV_BIN / "ray"), "start", "--block", f"--address={addresses[0]}:6379",
                               f"--node-ip-address={addresses[1]}", *common]),
             env=head_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        yield HostsCluster(hosts, env, wait_for_hosts(hosts[0], env, 2))
+        yield HostsCluster(hosts, env, wait_for_nodes(env["RAY_ADDRESS"], env, 2, hosts[0].command([])))
     finally:
         for process in reversed(processes):
             stop_block(process)
@@ -278,31 +279,6 @@ def hosts_cluster(cpus_per_node: float = 2) -> Iterator[HostsCluster]:
                     os.kill(pid, signal.SIGKILL)
             ip("netns", "del", name)
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def wait_for_hosts(host: Host, env: dict, count: int) -> list[dict]:
-    """Every alive node (id, CPUs, address) once `count` have joined, asked from `host`; head first."""
-    script = (
-        "import json, time, ray\n"
-        "ray.init(logging_level='ERROR')\n"
-        f"deadline = time.time() + {START_TIMEOUT_S}\n"
-        "while True:\n"
-        "    nodes = [n for n in ray.nodes() if n['Alive']]\n"
-        f"    if len(nodes) >= {count} or time.time() > deadline: break\n"
-        "    time.sleep(0.5)\n"
-        "nodes.sort(key=lambda n: not n['Resources'].get('node:__internal_head__'))\n"
-        "print('NODES=' + json.dumps([{'id': n['NodeID'], 'cpus': n['Resources'].get('CPU', 0),\n"
-        "                             'address': n['NodeManagerAddress']} for n in nodes]))\n"
-    )
-    result = subprocess.run(host.command([sys.executable, "-c", script]), env=env, capture_output=True,
-                            text=True, timeout=START_TIMEOUT_S + 60)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("NODES=")]
-    if not lines:
-        raise RuntimeError(f"the Ray cluster in namespaces did not answer:\n{result.stderr[-2000:]}")
-    nodes = json.loads(lines[-1].removeprefix("NODES="))
-    if len(nodes) < count:
-        raise RuntimeError(f"only {len(nodes)} of {count} Ray nodes came up")
-    return nodes
 
 
 if __name__ == "__main__":  # a smoke check: start two nodes (--hosts: in two namespaces), print them, stop
